@@ -1,0 +1,180 @@
+"""The Engine interface every quantization backend implements.
+
+Contract, in the order the harness calls it:
+
+1. ``check_platform(device)`` - raise `Unsupported` for a combination the engine knows it
+   cannot run here (no CUDA, a dtype the hardware lacks, a missing package), before any loading.
+2. Loading. In ``pre`` mode the harness calls ``load_component(name, cls, path, **kw)`` for every
+   component the engine targets, so the engine can quantize while weights are read (for
+   diffusers/transformers backends: by passing a ``quantization_config``). In ``post`` mode the
+   component is loaded in BF16 and ``quantize(name, module)`` converts it in place.
+3. ``verify(name, module)`` proves the conversion happened: it counts the modules that now hold
+   quantized weights and raises `EngineError` when none do, so a run that quantized nothing is
+   never reported as quantized.
+4. ``describe()`` returns what is needed to reproduce the run: backend versions and resolved
+   settings.
+
+An engine never falls back silently to BF16: what it cannot do raises `Unsupported(reason)`.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Iterable
+
+import torch
+
+
+class Unsupported(Exception):
+    """A combination the engine declares it cannot run (status ``unsupported``, not ``error``)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EngineError(Exception):
+    """The engine ran but its result is wrong (e.g. nothing was quantized)."""
+
+
+# Components a diffusers pipeline may have; the denoiser is "transformer" (DiT) or "unet".
+DENOISERS = ("transformer", "unet")
+KNOWN_COMPONENTS = ("transformer", "unet", "text_encoder", "text_encoder_2", "vae")
+
+
+class Engine(ABC):
+    """One quantization backend. Subclasses are recipes: declarations plus two hooks.
+
+    Class attributes (declarations, readable without instantiating or importing the backend):
+      name: registry name, e.g. ``"torchao"``.
+      dtypes: weight types in the backend's own vocabulary.
+      default_dtype: used when the config leaves ``dtype`` unset.
+      components: pipeline components the engine can quantize.
+      modes: subset of ("pre", "post").
+      requires: import names of the Python packages the engine needs.
+      options: default engine-specific options; a config may only set keys listed here.
+    """
+
+    name: ClassVar[str]
+    dtypes: ClassVar[tuple[str, ...]]
+    default_dtype: ClassVar[str]
+    components: ClassVar[tuple[str, ...]] = KNOWN_COMPONENTS
+    modes: ClassVar[tuple[str, ...]] = ("post",)
+    requires: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[dict[str, Any]] = {}
+    #: True when the engine leaves weights in the compute dtype (the BF16 reference).
+    is_reference: ClassVar[bool] = False
+
+    def __init__(self, dtype: str | None = None, mode: str = "post", options: dict | None = None,
+                 compute_dtype: torch.dtype = torch.bfloat16):
+        self.dtype = dtype or self.default_dtype
+        self.mode = mode
+        self.compute_dtype = compute_dtype
+        unknown = sorted(set(options or {}) - set(self.options))
+        if unknown:
+            raise ValueError(f"engine '{self.name}' has no option(s) {unknown}; "
+                             f"valid options: {sorted(self.options) or 'none'}")
+        self.settings: dict[str, Any] = {**self.options, **(options or {})}
+        if self.dtype not in self.dtypes:
+            raise ValueError(f"engine '{self.name}' does not support dtype '{self.dtype}'; "
+                             f"it supports: {', '.join(self.dtypes)}")
+        if mode not in self.modes:
+            raise Unsupported(f"engine '{self.name}' has no '{mode}' mode (it has: {', '.join(self.modes)})")
+
+    # -- declarations -----------------------------------------------------------------------
+    @classmethod
+    def missing_packages(cls) -> list[str]:
+        """Required packages that are not installed (checked without importing them)."""
+        return [pkg for pkg in cls.requires if importlib.util.find_spec(pkg) is None]
+
+    @classmethod
+    def package_versions(cls) -> dict[str, str]:
+        out = {}
+        for pkg in cls.requires:
+            dist = _DISTRIBUTIONS.get(pkg, pkg)
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "not installed"
+        return out
+
+    # -- hooks ------------------------------------------------------------------------------
+    def check_platform(self, device: torch.device) -> None:
+        """Raise `Unsupported` if this engine/dtype cannot run on ``device``."""
+        missing = self.missing_packages()
+        if missing:
+            raise Unsupported(f"engine '{self.name}' needs package(s) {missing}; "
+                              f"install with: pip install -e '.[{self.name}]'")
+
+    def load_component(self, name: str, cls: type, path: str, **kwargs) -> torch.nn.Module:
+        """Pre mode: load component ``name`` quantizing on the way in. Default: from_pretrained
+        with ``self.quantization_config(name, cls)``."""
+        config = self.quantization_config(name, cls)
+        if config is None:
+            raise Unsupported(f"engine '{self.name}' has no pre mode for component '{name}'")
+        return cls.from_pretrained(path, subfolder=name, quantization_config=config, **kwargs)
+
+    def quantization_config(self, name: str, cls: type) -> Any | None:
+        """The diffusers/transformers quantization config for pre mode, or None."""
+        return None
+
+    @abstractmethod
+    def quantize(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Post mode: convert ``module`` (already loaded in the compute dtype); return it."""
+
+    @abstractmethod
+    def count_quantized(self, module: torch.nn.Module) -> tuple[int, int]:
+        """(modules holding quantized weights, modules the engine would target)."""
+
+    def verify(self, name: str, module: torch.nn.Module) -> dict[str, int]:
+        """Raise `EngineError` unless the component really holds quantized weights."""
+        done, targets = self.count_quantized(module)
+        if not self.is_reference and done == 0:
+            raise EngineError(f"engine '{self.name}' ({self.dtype}) quantized no module of '{name}' "
+                              f"({targets} candidate modules): refusing to report it as quantized")
+        return {"quantized_modules": done, "target_modules": targets}
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "dtype": self.dtype, "mode": self.mode,
+                "settings": dict(self.settings), "versions": self.package_versions()}
+
+
+# Import name -> distribution name, where they differ.
+_DISTRIBUTIONS = {"optimum": "optimum-quanto", "optimum.quanto": "optimum-quanto"}
+
+
+def tensor_nbytes(t: torch.Tensor) -> int:
+    """Bytes a tensor really stores: tensor subclasses (torchao, quanto) are unflattened into
+    their inner tensors, so packed data and scales are counted, not the logical shape."""
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is not None and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        inner_names, _ = t.__tensor_flatten__()
+        return sum(tensor_nbytes(getattr(t, n)) for n in inner_names if getattr(t, n) is not None)
+    return t.numel() * t.element_size()
+
+
+def module_nbytes(module: torch.nn.Module, extra: Iterable[torch.Tensor] = ()) -> int:
+    """Stored bytes of a module's parameters and buffers (each storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*module.parameters(), *module.buffers(), *extra]:
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        total += tensor_nbytes(t)
+        # bitsandbytes keeps its scales beside the packed weight, in a quant_state.
+        state = getattr(t, "quant_state", None)
+        if state is not None:
+            total += _quant_state_nbytes(state)
+    return total
+
+
+def _quant_state_nbytes(state: Any) -> int:
+    total = 0
+    for value in vars(state).values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif hasattr(value, "absmax"):  # nested state (double quantization)
+            total += _quant_state_nbytes(value)
+    return total

@@ -1,0 +1,78 @@
+"""Walk a module tree and swap its Linear (and optionally Conv2d) layers for SDNQ layers."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import nn
+
+from engines.sdnq.config import SDNQConfig
+from engines.sdnq.layers import SDNQConv2d, SDNQLayerMixin, SDNQLinear
+
+
+def is_candidate(module: nn.Module, config: SDNQConfig) -> bool:
+    """A layer this config quantizes (quantized or not yet)."""
+    if isinstance(module, nn.Linear):
+        return True
+    return config.quant_conv and isinstance(module, nn.Conv2d)
+
+
+def _skipped(name: str, config: SDNQConfig) -> bool:
+    return any(name == s or name.startswith(s + ".") for s in config.skip)
+
+
+def quantize_layer(module: nn.Module, config: SDNQConfig, device: torch.device | None = None) -> nn.Module:
+    """The quantized replacement of one Linear / Conv2d."""
+    if isinstance(module, nn.Linear):
+        return SDNQLinear.from_linear(module, config, device)
+    return SDNQConv2d.from_conv(module, config, device)
+
+
+@torch.no_grad()
+def quantize_model(model: nn.Module, config: SDNQConfig) -> nn.Module:
+    """Quantize ``model`` in place, layer by layer (each original weight is released as soon as
+    its layer is replaced). Returns the model, or the new layer if ``model`` itself is a layer."""
+    device = config.quantize_on()
+    if is_candidate(model, config) and not isinstance(model, SDNQLayerMixin):
+        return quantize_layer(model, config, device)
+    for name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if (isinstance(child, SDNQLayerMixin) or not is_candidate(child, config)
+                    or _skipped(full, config) or _has_tuner(child)):
+                continue
+            setattr(parent, child_name, quantize_layer(child, config, device))
+            del child
+    return model
+
+
+def _has_tuner(module: nn.Module) -> bool:
+    """peft wrappers are not plain layers: quantize before loading LoRAs."""
+    return hasattr(module, "base_layer")
+
+
+def count_layers(model: nn.Module, config: SDNQConfig) -> tuple[int, int]:
+    """(SDNQ layers, layers this config targets)."""
+    done = total = 0
+    for name, m in model.named_modules():
+        if isinstance(m, SDNQLayerMixin):
+            done += 1
+            total += 1
+        elif is_candidate(m, config) and not _skipped(name, config) and not _is_lora_part(name):
+            total += 1
+    return done, total
+
+
+def _is_lora_part(name: str) -> bool:
+    parts = name.split(".")
+    return any(p in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B") for p in parts)
+
+
+def layer_stats(model: nn.Module) -> dict:
+    """Counts by weight type and by compute path, for describe()."""
+    types, paths = Counter(), Counter()
+    for m in model.modules():
+        if isinstance(m, SDNQLayerMixin):
+            types[m.weight_type] += 1
+            paths["quantized_matmul" if m.use_quantized_matmul else "dequantize"] += 1
+    return {"weight_types": dict(types), "compute_paths": dict(paths)}

@@ -1,0 +1,70 @@
+"""`SDNQConfig`: the resolved settings of one quantization, as data (JSON round trip)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from engines.sdnq.dtypes import ALL_TYPES
+
+#: Engine options and their defaults (the keys ``conf/engine/sdnq.yaml`` may set).
+DEFAULT_OPTIONS = {
+    "group_size": 0,               # 0 auto (linear 2**(2+bits), conv 2**(1+bits)), -1 none, >0 size
+    "quant_conv": False,           # also quantize nn.Conv2d (sub-4-bit types use uint4 there)
+    "use_quantized_matmul": False,  # INT8 / FP8 matmul with per-token activation quantization
+    "quantized_matmul_conv": False,  # same for convolutions (im2col)
+    "dequantize_fp32": False,      # dequantize in fp32 (slower, slightly more exact)
+    "compile_dequantize": True,    # torch.compile the dequantization when CUDA + Triton are present
+    "quantize_device": "auto",     # where quantization math runs: auto (GPU if present) | cpu | cuda
+}
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class SDNQConfig:
+    weight_type: str = "int8"
+    group_size: int = 0
+    quant_conv: bool = False
+    use_quantized_matmul: bool = False
+    quantized_matmul_conv: bool = False
+    dequantize_fp32: bool = False
+    compile_dequantize: bool = True
+    quantize_device: str = "auto"
+    compute_dtype: torch.dtype = torch.bfloat16
+    #: Module names (exact, or a dotted prefix) left unquantized.
+    skip: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.weight_type not in ALL_TYPES:
+            raise ValueError(f"unknown SDNQ weight type '{self.weight_type}'; valid: {', '.join(ALL_TYPES)}")
+        if self.quantize_device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"quantize_device must be auto, cpu or cuda, not '{self.quantize_device}'")
+        if not isinstance(self.group_size, int) or self.group_size < -1:
+            raise ValueError(f"group_size must be 0 (auto), -1 (none) or a positive int, not {self.group_size!r}")
+        if isinstance(self.compute_dtype, str):
+            self.compute_dtype = _DTYPES[self.compute_dtype]
+        self.skip = tuple(self.skip)
+
+    @property
+    def scale_dtype(self) -> torch.dtype:
+        """Scales / zero points: bf16 for a bf16 model, fp32 otherwise (fp16 would underflow)."""
+        return torch.bfloat16 if self.compute_dtype == torch.bfloat16 else torch.float32
+
+    def quantize_on(self) -> torch.device | None:
+        """Device for the quantization math; None = wherever the weight is."""
+        if self.quantize_device == "cpu":
+            return torch.device("cpu")
+        if self.quantize_device == "cuda" or (self.quantize_device == "auto" and torch.cuda.is_available()):
+            return torch.device("cuda")
+        return None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["compute_dtype"] = str(self.compute_dtype).removeprefix("torch.")
+        out["skip"] = list(self.skip)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SDNQConfig":
+        return cls(**data)

@@ -1,0 +1,84 @@
+"""The SDNQ engine adapter: SD.Next Quantization semantics on the in-house kernels.
+
+Options (``conf/engine/sdnq.yaml``; see `engines.sdnq.config.DEFAULT_OPTIONS`): group_size,
+quant_conv, use_quantized_matmul, quantized_matmul_conv, dequantize_fp32, compile_dequantize,
+quantize_device. Post mode swaps Linear (and, with quant_conv, Conv2d) layers in place; pre mode
+builds the component on the meta device and quantizes each weight as it is read.
+"""
+from __future__ import annotations
+
+import torch
+
+from engines.base import Engine, Unsupported
+from engines.sdnq.apply import count_layers, layer_stats, quantize_model
+from engines.sdnq.config import DEFAULT_OPTIONS, SDNQConfig
+from engines.sdnq.dtypes import ALL_TYPES, MATMUL_FLOAT8, supports_quantized_matmul, weight_type
+
+
+class SDNQEngine(Engine):
+    name = "sdnq"
+    dtypes = ALL_TYPES
+    default_dtype = "int8"
+    modes = ("pre", "post")
+    requires = ()
+    options = dict(DEFAULT_OPTIONS)
+
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
+        super().__init__(dtype, mode, options, compute_dtype)
+        self.config = SDNQConfig(weight_type=self.dtype, compute_dtype=compute_dtype,
+                                 **{k: self.settings[k] for k in DEFAULT_OPTIONS})
+        self._done: dict[str, dict] = {}
+
+    def check_platform(self, device: torch.device) -> None:
+        super().check_platform(device)
+        device = torch.device(device)
+        wt = weight_type(self.dtype)
+        cfg = self.config
+        if wt.kind == "float" and wt.torch_float8 is None:
+            raise Unsupported(f"torch {torch.__version__} has no {self.dtype}")
+        if cfg.quantize_device == "cuda" and not torch.cuda.is_available():
+            raise Unsupported("quantize_device=cuda but no CUDA device is available")
+        if cfg.use_quantized_matmul and not supports_quantized_matmul(self.dtype):
+            raise Unsupported(f"use_quantized_matmul needs a symmetric int type or one of "
+                              f"{', '.join(MATMUL_FLOAT8)}; {self.dtype} has no quantized matmul")
+        if cfg.use_quantized_matmul and wt.kind == "float" and device.type == "cuda":
+            cap = torch.cuda.get_device_capability(device)
+            if cap < (8, 9):
+                raise Unsupported(f"FP8 matmul needs a GPU with FP8 tensor cores (sm_89+), this one is "
+                                  f"sm_{cap[0]}{cap[1]}; use int8 with use_quantized_matmul instead")
+        if cfg.use_quantized_matmul and wt.kind == "int" and device.type == "cuda":
+            if torch.cuda.get_device_capability(device) < (7, 5):
+                raise Unsupported("INT8 matmul needs a GPU with INT8 tensor cores (sm_75+)")
+
+    def quantize(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        module = quantize_model(module, self.config)
+        module._sdnq_config = self.config
+        self._done[name] = {"how": "post", **layer_stats(module)}
+        return module
+
+    def load_component(self, name: str, cls: type, path: str, **kwargs) -> torch.nn.Module:
+        from engines.sdnq.loading import load_quantized_component
+        from engines.sdnq.serialize import is_quantized_checkpoint, load_quantized
+
+        folder = f"{path}/{name}"
+        if is_quantized_checkpoint(folder):  # a checkpoint saved by engines.sdnq.serialize
+            module = load_quantized(folder)
+            how = "sdnq-checkpoint"
+        else:
+            dtype = kwargs.get("torch_dtype") or self.compute_dtype
+            module, how = load_quantized_component(cls, path, name, self.config, dtype,
+                                                   variant=kwargs.get("variant"))
+        module._sdnq_config = self.config
+        self._done[name] = {"how": how, **layer_stats(module)}
+        return module
+
+    def count_quantized(self, module: torch.nn.Module) -> tuple[int, int]:
+        return count_layers(module, self.config)
+
+    def describe(self) -> dict:
+        out = super().describe()
+        from engines.sdnq import matmul
+        out["settings"] = {**out["settings"], "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}
+        out["sdnq"] = {"components": self._done, "int8_backend": matmul.INT8_BACKEND,
+                       "versions": {"torch": torch.__version__}}
+        return out

@@ -1,0 +1,130 @@
+"""One cell, end to end, inside its isolated process:
+check platform -> load + quantize -> offload -> compile -> warm up -> generate + measure -> compare.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engines.registry import get_engine_class
+from harness import compilation, env, offload, quality, reference
+from harness.generate import generate
+from harness.load import load_pipeline
+from harness.measure import MemoryProbe, host_peak_rss_gib
+from harness.validate import Cell
+
+
+@dataclass
+class CellJob:
+    cell: Cell
+    out_dir: str
+    reference_key: str
+    #: This cell is the BF16 reference of its workload: save its images as the reference.
+    save_reference: bool
+
+
+def quiet() -> None:
+    import warnings
+
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore")
+
+
+def run_cell(job: CellJob) -> dict:
+    """Run ``job`` and return the payload of a result record (metrics, quality, reports, env)."""
+    quiet()
+    cell = job.cell
+    device = env.resolve_device(cell.run["device"])
+    engine_cls = get_engine_class(cell.engine)
+    partial: dict = {}
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            if cell.run.get("gpu_memory_fraction"):
+                torch.cuda.set_per_process_memory_fraction(cell.run["gpu_memory_fraction"], device)
+        partial["env"] = env.collect(device, tuple(engine_cls.package_versions()))
+        engine = engine_cls(cell.dtype, cell.mode, cell.engine_options)
+        partial["engine_report"] = engine.describe()
+        engine.check_platform(device)
+        offload.check(cell.offload["name"], device)
+
+        probe = MemoryProbe(device)
+        probe.reset_peak()
+        on_device = cell.offload["name"] == "none"
+        pipe, load_report = load_pipeline(cell, engine, device, place_on_device=on_device)
+        after_load = probe.current()
+        host_peak_load = host_peak_rss_gib()
+        offload_report = offload.apply(pipe, cell.offload["name"], cell.offload.get("options") or {}, device)
+        compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile["fullgraph"],
+                                           cell.compile["dynamic"])
+        gen = generate(pipe, cell, device, probe)
+        images = gen.pop("images")
+        image_paths = save_images(images, Path(job.out_dir), cell) if cell.metrics.get("save_images") else []
+
+        texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]]
+        if job.save_reference:
+            reference.save(cell.run["cache_dir"], job.reference_key, images,
+                           {"cell": cell.config, "env": partial["env"]})
+        ref = reference.load(cell.run["cache_dir"], job.reference_key)
+        if ref is None:
+            quality_block = {"psnr_db": None, "ssim": None, "ms_ssim": None, "lpips": None, "clip_score": None,
+                             "unavailable": {"all": "no BF16 reference images for this workload"}}
+        else:
+            quality_block = quality.compare(images, ref, texts, cell.metrics)
+        quality_block["reference"] = job.reference_key
+        quality_block["synthetic_weights"] = load_report["synthetic"]
+        if load_report["synthetic"]:
+            quality_block["note"] = ("synthetic random weights: quality columns measure numerical deviation "
+                                     "from BF16, not image quality")
+        metrics = {
+            "load_s": load_report["timings"]["load_s"],
+            "read_s": load_report["timings"]["read_s"],
+            "quantize_s": load_report["timings"]["quantize_s"],
+            "move_s": load_report["timings"]["move_s"],
+            "first_call_s": gen["first_call_s"],
+            "steps_per_s": gen["steps_per_s"],
+            "step_s": gen["step_s"],
+            "s_per_image": gen["s_per_image"],
+            "mem_after_load_gib": after_load["allocated_gib"],
+            "reserved_after_load_gib": after_load["max_reserved_gib"],
+            "peak_mem_gib": gen["peak_allocated_gib"],
+            "peak_reserved_gib": gen["peak_reserved_gib"],
+            "host_peak_rss_gib": host_peak_load,
+            "weight_gib": load_report["weight_gib"],
+            "reference_weight_gib": load_report["reference_weight_gib"],
+            "total_weight_gib": load_report["total_weight_gib"],
+            "memory_kind": "cuda" if device.type == "cuda" else "host_rss",
+            "n_timed_calls": gen["n_timed_calls"],
+            "n_step_samples": gen["n_step_samples"],
+        }
+        engine_report = {**engine.describe(), "components": load_report["components"],
+                         "checkpoint": load_report["checkpoint"]}
+        return {"metrics": metrics, "quality": quality_block, "engine_report": engine_report,
+                "offload_report": offload_report, "compile_report": compile_report, "env": partial["env"],
+                "images": [str(p) for p in image_paths]}
+    except BaseException as exc:
+        exc.partial = partial  # type: ignore[attr-defined]
+        raise
+
+
+def save_images(images: list[torch.Tensor], out_dir: Path, cell: Cell) -> list[Path]:
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    i = 0
+    for p_idx, _ in enumerate(cell.workload["prompts"]):
+        for seed in cell.workload["seeds"]:
+            path = out_dir / f"image_p{p_idx}_s{seed}.png"
+            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)
+            paths.append(path)
+            i += 1
+    return paths

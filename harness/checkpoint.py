@@ -1,0 +1,74 @@
+"""Finding and checking a diffusers checkpoint folder, offline: nothing is ever downloaded."""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that is missing, not a diffusers pipeline, or corrupt."""
+
+
+def resolve(path_or_repo: str) -> Path:
+    """A local folder, or a Hugging Face repo id already in the local cache (offline lookup)."""
+    path = Path(path_or_repo).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"model.path {path_or_repo!r} is a file; expected a diffusers pipeline folder "
+                                  "(with model_index.json)")
+        return path
+    if path_or_repo.count("/") == 1 and not path_or_repo.startswith((".", "/", "~")):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(path_or_repo, local_files_only=True))
+        except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError and friends
+            raise CheckpointError(
+                f"model.path {path_or_repo!r} is not a local folder and is not in the Hugging Face cache "
+                f"({type(exc).__name__}); the harness never downloads: point model.path at a local folder, or "
+                "leave it null to use the synthetic checkpoint") from None
+    raise CheckpointError(f"model.path {path_or_repo!r} does not exist")
+
+
+def check(folder: Path) -> dict:
+    """Validate a pipeline folder without loading weights; return its model_index.
+
+    Reads model_index.json and every safetensors header, so a truncated or foreign file is reported
+    by name before any run starts."""
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise CheckpointError(f"{folder} is not a diffusers pipeline folder: no model_index.json")
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{index_path} is corrupt: {exc}") from None
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+            continue
+        sub = folder / name
+        if not sub.is_dir():
+            raise CheckpointError(f"{folder}: component '{name}' is listed in model_index.json but its "
+                                  f"folder is missing")
+        for weights in sorted(sub.glob("*.safetensors")):
+            check_safetensors(weights)
+    return index
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise `CheckpointError` if ``path`` is not a complete safetensors file."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path} is corrupt: {size} bytes, too short for a safetensors header")
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > size - 8 or header_len > 100_000_000:
+                raise CheckpointError(f"{path} is corrupt: header length {header_len} exceeds the file")
+            header = json.loads(fh.read(header_len))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path} is corrupt: its safetensors header is not valid JSON") from None
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise CheckpointError(f"{path} is truncated: tensors need {8 + header_len + end} bytes, file has {size}")

@@ -1,0 +1,105 @@
+"""What a result was measured on: hardware, driver, library versions, harness git sha."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+CORE_PACKAGES = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "hydra-core", "torchmetrics")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` = the first CUDA GPU when there is one (checked without initialising CUDA), else CPU."""
+    if requested == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device={requested!r} but no CUDA GPU is available; use run.device=cpu or auto")
+    return device
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device; on CUDA this initialises CUDA, so only call it in a cell process."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def hardware_name(device_type: str) -> str:
+    """Name of the first GPU (via NVML, no CUDA context) or of the CPU, for cache keys in the parent."""
+    if device_type == "cuda":
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+            return name.decode() if isinstance(name, bytes) else name
+        except Exception:  # noqa: BLE001 - NVML is optional
+            return "cuda"
+    return _cpu_model()
+
+
+@lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def collect(device: torch.device, extra_packages: tuple[str, ...] = ()) -> dict:
+    """The environment block of a result record (call inside the cell process)."""
+    env = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: package_version(p) for p in (*CORE_PACKAGES, *extra_packages)},
+        "git_sha": git_sha(),
+        "cuda": torch.version.cuda,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu_total_gib"] = round(props.total_memory / 2**30, 2)
+        env["compute_capability"] = f"{props.major}.{props.minor}"
+        env["driver"] = _nvidia_driver()
+    return env
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # noqa: BLE001
+        return None

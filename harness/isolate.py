@@ -1,0 +1,96 @@
+"""Run one cell in a forked child process.
+
+The parent has imported torch/diffusers once (never touching CUDA or running torch ops), so each
+child starts warm: a sweep does not pay the ~8 s interpreter start per cell. A crash (signal), an
+out-of-memory, a hang past the timeout or any exception in the child becomes that cell's status; the
+parent survives and the sweep goes on.
+
+The child sends one small picklable dict back through a pipe; bulky outputs (images) go to files.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from typing import Any, Callable
+
+from harness import status as st
+
+
+def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
+    """Run ``fn(arg)`` in a forked child; return ``{"status", "error", "payload", "wall_s"}``.
+
+    ``payload`` is what ``fn`` returned (status ok) or partial data attached to the exception
+    (attribute ``partial``) when it failed."""
+    ctx = mp.get_context("fork")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn, arg, sender), daemon=False)
+    start = time.perf_counter()
+    proc.start()
+    sender.close()
+    message = None
+    deadline = start + timeout_s
+    try:
+        while time.perf_counter() < deadline:
+            if receiver.poll(min(0.2, max(0.0, deadline - time.perf_counter()))):
+                try:
+                    message = receiver.recv()
+                except EOFError:  # child died without a word
+                    pass
+                break
+            if not proc.is_alive():
+                if receiver.poll(0):
+                    message = receiver.recv()
+                break
+    finally:
+        receiver.close()
+    timed_out = message is None and proc.is_alive() and time.perf_counter() >= deadline
+    if timed_out or (message is not None and proc.is_alive()):
+        proc.join(5 if not timed_out else 0)
+    if proc.is_alive():
+        _kill_group(proc.pid)
+        proc.join(10)
+    wall = time.perf_counter() - start
+    if timed_out:
+        return {"status": st.TIMEOUT, "wall_s": wall, "payload": None,
+                "error": st.error_record("Timeout", f"cell exceeded its timeout of {timeout_s:g} s")}
+    if message is not None:
+        return {**message, "wall_s": wall}
+    code = proc.exitcode
+    if code is not None and code < 0:
+        name = st.signal_name(-code)
+        # SIGKILL with no timeout: almost always the kernel's out-of-memory killer.
+        status = st.OOM if -code == signal.SIGKILL else st.CRASHED
+        return {"status": status, "wall_s": wall, "payload": None,
+                "error": st.error_record(name, f"cell process killed by {name}")}
+    return {"status": st.CRASHED, "wall_s": wall, "payload": None,
+            "error": st.error_record("ProcessExit", f"cell process exited with code {code} without a result")}
+
+
+def _child(fn: Callable[[Any], dict], arg: Any, sender) -> None:
+    os.setpgid(0, 0)  # own process group: a timeout kills compile workers too
+    try:
+        payload = fn(arg)
+        message = {"status": st.OK, "error": None, "payload": payload}
+    except BaseException as exc:  # noqa: BLE001 - every failure must become a status
+        message = {"status": st.classify_exception(exc), "payload": getattr(exc, "partial", None),
+                   "error": {**st.error_record(type(exc).__name__, str(exc) or repr(exc)),
+                             "traceback": traceback.format_exc(limit=20)[-4000:]}}
+        if message["status"] == st.UNSUPPORTED:
+            message["error"]["reason"] = getattr(exc, "reason", str(exc))
+    try:
+        sender.send(message)
+    finally:
+        sender.close()
+    os._exit(0)
+
+
+def _kill_group(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)

@@ -1,0 +1,101 @@
+"""Load a pipeline (real or synthetic checkpoint) and quantize it with the chosen engine.
+
+Returns the pipeline and a load report: read / quantize / move seconds, per-component stored bytes
+before (from the checkpoint's safetensors headers) and after, and the engine's verification counts.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import struct
+import time
+from pathlib import Path
+
+import torch
+
+from engines.base import Engine, module_nbytes
+from harness import synthetic
+from harness.measure import GIB, sync
+
+_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def checkpoint_folder(cell, device: torch.device) -> Path:
+    """The folder to load: the real checkpoint, or the synthetic one (built here once, on the GPU
+    when there is one because initialising billions of weights is fast there)."""
+    if cell.checkpoint_path:
+        return Path(cell.checkpoint_path)
+    return synthetic.ensure_checkpoint(cell.model["synthetic"], cell.run["cache_dir"], device=device)
+
+
+def component_class(folder: Path, name: str) -> type:
+    library, class_name = json.loads((folder / "model_index.json").read_text())[name]
+    return getattr(importlib.import_module(library), class_name)
+
+
+def stored_nbytes(folder: Path, name: str) -> int:
+    """Bytes of a component's weights as stored in the checkpoint (safetensors headers only)."""
+    total = 0
+    for path in (folder / name).glob("*.safetensors"):
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for key, t in header.items():
+            if key != "__metadata__":
+                total += t["data_offsets"][1] - t["data_offsets"][0]
+    return total
+
+
+def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: bool):
+    """Load + quantize. With ``place_on_device`` (offload none) the whole pipeline ends on ``device``
+    and post-mode quantization runs there; otherwise everything stays on the CPU for the offloader."""
+    folder = checkpoint_folder(cell, device)
+    pipe_cls = synthetic.pipeline_class(cell.model["family"])
+    dtype = engine.compute_dtype
+    timings: dict[str, float] = {}
+
+    start = time.perf_counter()
+    preloaded = {}
+    if cell.mode == "pre":
+        for name in cell.components:
+            preloaded[name] = engine.load_component(name, component_class(folder, name), str(folder),
+                                                    torch_dtype=dtype)
+    pipe = pipe_cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, **preloaded)
+    pipe.set_progress_bar_config(disable=True)
+    timings["read_s"] = time.perf_counter() - start
+
+    t = time.perf_counter()
+    if cell.mode == "post":
+        for name in cell.components:
+            module = getattr(pipe, name)
+            if place_on_device:
+                module.to(device)
+            setattr(pipe, name, engine.quantize(name, module) or module)
+        sync(device)
+    timings["quantize_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    if place_on_device:
+        pipe.to(device)
+        sync(device)
+    timings["move_s"] = time.perf_counter() - t
+    timings["load_s"] = time.perf_counter() - start
+
+    components = {}
+    for name in cell.components:
+        module = getattr(pipe, name)
+        counts = engine.verify(name, module)
+        components[name] = {"stored_gib": stored_nbytes(folder, name) / GIB,
+                            "weight_gib": module_nbytes(module) / GIB, **counts}
+    all_modules = {n: m for n, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+    report = {
+        "checkpoint": str(folder),
+        "synthetic": cell.checkpoint_path is None,
+        "timings": timings,
+        "components": components,
+        "weight_gib": sum(c["weight_gib"] for c in components.values()),
+        "reference_weight_gib": sum(c["stored_gib"] for c in components.values()),
+        "total_weight_gib": sum(module_nbytes(m) for m in all_modules.values()) / GIB,
+    }
+    return pipe, report

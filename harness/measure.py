@@ -1,0 +1,105 @@
+"""Timers and memory probes, with the definitions of design.md ("What a run measures").
+
+GPU memory: `torch.cuda.memory_allocated` / `max_memory_allocated` / `max_memory_reserved`.
+Host memory: resident set size from /proc (VmRSS, and VmHWM for the peak, which `reset_host_peak`
+resets through /proc/self/clear_refs so a peak belongs to one phase).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+GIB = 2**30
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def host_rss_gib() -> float:
+    return psutil.Process().memory_info().rss / GIB
+
+
+def host_peak_rss_gib() -> float:
+    """Peak RSS of this process since start or the last `reset_host_peak` (Linux VmHWM)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GIB
+    except OSError:
+        pass
+    return host_rss_gib()
+
+
+def reset_host_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemoryProbe:
+    """Memory figures for one device: CUDA counters on a GPU, host RSS on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            sync(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reset_host_peak()
+
+    def current(self) -> dict[str, float]:
+        if self.cuda:
+            sync(self.device)
+            return {"allocated_gib": torch.cuda.memory_allocated(self.device) / GIB,
+                    "reserved_gib": torch.cuda.memory_reserved(self.device) / GIB,
+                    "max_reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB}
+        rss = host_rss_gib()
+        return {"allocated_gib": rss, "reserved_gib": rss, "max_reserved_gib": host_peak_rss_gib()}
+
+    def peak(self) -> dict[str, float]:
+        if self.cuda:
+            sync(self.device)
+            return {"peak_allocated_gib": torch.cuda.max_memory_allocated(self.device) / GIB,
+                    "peak_reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB}
+        peak = host_peak_rss_gib()
+        return {"peak_allocated_gib": peak, "peak_reserved_gib": peak}
+
+
+class StepClock:
+    """A diffusers ``callback_on_step_end`` that timestamps (synchronized) the end of every step."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = 0.0
+        self.stamps: list[float] = []
+
+    def begin(self) -> None:
+        sync(self.device)
+        self.stamps = []
+        self.start = time.perf_counter()
+
+    def __call__(self, pipe, step, timestep, callback_kwargs):
+        sync(self.device)
+        self.stamps.append(time.perf_counter())
+        return callback_kwargs
+
+    def step_intervals(self) -> list[float]:
+        """Pure denoising step durations: between successive step ends (the first step also holds
+        text encoding and set-up, so it is only used when there is a single step)."""
+        if len(self.stamps) >= 2:
+            return [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return [self.stamps[0] - self.start] if self.stamps else []
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
