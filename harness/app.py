@@ -7,11 +7,23 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from harness.config import register
 
 register()
+
+
+def _engine_dtype(engine: str, dtype) -> str:
+    """Run-directory names show the dtype a run really uses (the engine default when dtype is null)."""
+    if dtype not in (None, "None", "null", ""):
+        return str(dtype)
+    from engines.registry import ENGINES, get_engine_class
+
+    return get_engine_class(engine).default_dtype if engine in ENGINES else "default"
+
+
+OmegaConf.register_new_resolver("engine_dtype", _engine_dtype, replace=True)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 

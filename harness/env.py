@@ -46,7 +46,7 @@ def device_name(device: torch.device) -> str:
     """Human name of the device; on CUDA this initialises CUDA, so only call it in a cell process."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
+    return _cpu_model()
 
 
 def hardware_name(device_type: str) -> str:

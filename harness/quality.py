@@ -8,7 +8,6 @@ number from random weights. Nothing is downloaded.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -90,7 +89,11 @@ def lpips_model(cfg: dict):
         raise WeightsUnavailable(f"LPIPS v0.1 linear weights not on disk (looked for {linear})")
     model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
     backbone = torchvision.models.alexnet()
-    backbone.load_state_dict(torch.load(alex, map_location="cpu", weights_only=True))
+    state = torch.load(alex, map_location="cpu", weights_only=True)
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    if len(features) != len(backbone.features.state_dict()):
+        raise WeightsUnavailable(f"{alex} does not hold AlexNet's convolutional weights (features.*)")
+    backbone.load_state_dict(features, strict=False)
     # lpips' AlexNet wrapper slices torchvision's `features` into five stages, in order.
     stages = [model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5]
     ours = [m for s in stages for m in s]
@@ -108,14 +111,26 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, cfg: dict) -> float:
 
 @torch.no_grad()
 def clip_score(images: torch.Tensor, texts: list[str], cfg: dict) -> float:
-    """Mean CLIP score (torchmetrics definition, 100 * cosine) of each image with its prompt."""
-    source = cfg.get("clip_model") or ""
-    folder = _local_model_folder(source)
-    from torchmetrics.multimodal.clip_score import CLIPScore
+    """Mean CLIP score, torchmetrics' definition: 100 * max(cos(image embedding, text embedding), 0).
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    metric = CLIPScore(model_name_or_path=str(folder))
-    return float(metric((images * 255).to(torch.uint8), texts))
+    Computed with transformers directly: torchmetrics 1.9's CLIPScore only accepts hub names and breaks
+    on transformers 5 (``get_image_features`` returns an output object there)."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = _local_model_folder(cfg.get("clip_model") or "")
+    model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
+    pixels = processor(images=[(im * 255).round().to(torch.uint8) for im in images], return_tensors="pt")
+    tokens = processor(text=list(texts), return_tensors="pt", padding=True, truncation=True)
+    image_emb = _embedding(model.get_image_features(pixel_values=pixels["pixel_values"]))
+    text_emb = _embedding(model.get_text_features(input_ids=tokens["input_ids"],
+                                                  attention_mask=tokens["attention_mask"]))
+    cos = torch.nn.functional.cosine_similarity(image_emb, text_emb, dim=-1)
+    return float((100 * cos.clamp(min=0)).mean())
+
+
+def _embedding(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def _local_model_folder(source: str) -> Path:

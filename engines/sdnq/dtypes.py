@@ -8,7 +8,6 @@ absolute maximum onto the format's largest finite value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
@@ -55,15 +54,23 @@ ALL_TYPES = INT_TYPES + UINT_TYPES + FLOAT8_TYPES
 MATMUL_FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
 
 
-@lru_cache(maxsize=None)
-def weight_type(name: str) -> WeightType:
+def _make(name: str) -> WeightType:
     if name in INT_TYPES:
         return WeightType(name, "int", int(name[3:]))
     if name in UINT_TYPES:
         return WeightType(name, "uint", int(name[4:]))
-    if name in FLOAT8_TYPES:
-        return WeightType(name, "float", 8)
-    raise ValueError(f"unknown SDNQ weight type '{name}'; valid: {', '.join(ALL_TYPES)}")
+    return WeightType(name, "float", 8)
+
+
+# One instance per type (plain dict: cheap to look up inside torch.compile'd code).
+_TYPES = {name: _make(name) for name in ALL_TYPES}
+
+
+def weight_type(name: str) -> WeightType:
+    try:
+        return _TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown SDNQ weight type '{name}'; valid: {', '.join(ALL_TYPES)}") from None
 
 
 def conv_weight_type(name: str) -> str:

@@ -209,7 +209,7 @@ def _quantize_on(weight: torch.Tensor, wtype: str, group: int, is_conv: bool, co
                  device: torch.device | None) -> QuantizedWeight:
     home = weight.device
     work = weight.detach()
-    if device is not None and device != home and device.type != home.type:
+    if device is not None and not weight.is_meta and device.type != home.type:
         work = work.to(device, non_blocking=False)
     qw = quantize_weight(work, wtype, group, is_conv, config.scale_dtype)
     if qw.data.device != home:

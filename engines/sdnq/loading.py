@@ -63,7 +63,7 @@ def stream_into(model: nn.Module, tensors: Iterable[tuple[str, torch.Tensor]], c
         owner, _, attr = key.rpartition(".")
         layer = targets.get(owner)
         if layer is None or attr not in ("weight", "bias"):
-            set_module_tensor_to_device(model, key, device, value=tensor)
+            set_module_tensor_to_device(model, key, device, value=tensor, dtype=tensor.dtype)
             continue
         parts = pending.setdefault(owner, {})
         parts[attr] = tensor.to(device)

@@ -5,6 +5,10 @@ that exercise the backends' group sizes (64-wide linears, 256-wide MLPs).
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,8 +42,9 @@ def make_unet() -> torch.nn.Module:
 def make_clip() -> torch.nn.Module:
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=256,
-                            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=16)
+    config = CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=16,
+                            bos_token_id=0, eos_token_id=2, pad_token_id=1)
     return CLIPTextModel(config).to(torch.bfloat16).eval()
 
 
@@ -61,24 +66,54 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.fixture(scope="session")
-def reference():
-    """name -> (inputs, BF16 output, BF16 bytes) for each tiny component."""
-    cache = {}
+class Tiny:
+    """What an engine test needs: fresh tiny models and the BF16 reference to compare with."""
 
-    def get(name):
-        if name not in cache:
-            model = MAKERS[name]()
+    make = staticmethod(lambda name: MAKERS[name]())
+    output = staticmethod(output)
+    rel_error = staticmethod(rel_error)
+    nbytes = staticmethod(module_nbytes)
+
+    def __init__(self):
+        self._refs = {}
+
+    def reference(self, name):
+        """(example inputs, BF16 output, BF16 stored bytes) of tiny component ``name``."""
+        if name not in self._refs:
+            model = self.make(name)
             inputs = example_inputs(model)
-            cache[name] = (inputs, output(model, inputs), module_nbytes(model))
-        return cache[name]
-    return get
+            self._refs[name] = (inputs, output(model, inputs), module_nbytes(model))
+        return self._refs[name]
+
+    def compare(self, name, model):
+        """(BF16 bytes / quantized bytes, relative L2 error of the output vs BF16)."""
+        inputs, ref, ref_bytes = self.reference(name)
+        return ref_bytes / module_nbytes(model), rel_error(output(model, inputs), ref)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return Tiny()
 
 
 @pytest.fixture(scope="session")
 def saved_models(tmp_path_factory):
-    """A diffusers-style folder with the tiny components, saved with save_pretrained."""
+    """A diffusers-style model folder (transformer/, unet/, text_encoder/) saved with save_pretrained."""
     root = tmp_path_factory.mktemp("tiny-pipeline")
     for name, make in MAKERS.items():
         make().save_pretrained(root / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def imported_modules():
+    """modules(engine_module) -> the set of top-level packages a fresh interpreter has loaded after
+    importing ``engine_module`` (to prove backends are imported lazily)."""
+    def modules(engine_module: str) -> set[str]:
+        code = (f"import sys, importlib; importlib.import_module({engine_module!r}); "
+                "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                              check=True)
+        return set(done.stdout.split())
+    return modules

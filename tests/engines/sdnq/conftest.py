@@ -1,10 +1,11 @@
 """Tiny FLUX / SDXL-style denoisers built in-process (no downloads) and their inputs."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from engines.sdnq.dtypes import ALL_TYPES, INT_TYPES, UINT_TYPES
 
 FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
@@ -67,8 +68,12 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm())
 
 
-def type_ids(types) -> list[str]:
-    return [f"w-{t}" for t in types]
+@pytest.fixture(scope="session")
+def tiny():
+    """Helpers for the tiny models: make_flux/make_unet, flux_inputs/unet_inputs, run, rel_err."""
+    return SimpleNamespace(make_flux=make_flux, make_unet=make_unet, flux_inputs=flux_inputs,
+                           unet_inputs=unet_inputs, run=run, rel_err=rel_err,
+                           make={"flux": make_flux, "unet": make_unet})
 
 
 @pytest.fixture(scope="session")
@@ -79,5 +84,3 @@ def saved_models(tmp_path_factory):
     make_unet().save_pretrained(root / "unet")
     return root
 
-
-__all__ = ["ALL_TYPES", "INT_TYPES", "UINT_TYPES"]

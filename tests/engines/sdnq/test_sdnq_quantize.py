@@ -6,7 +6,10 @@ import torch
 
 from engines.sdnq.dtypes import FLOAT8_TYPES, INT_TYPES, UINT_TYPES, conv_weight_type, weight_type
 from engines.sdnq.quantize import quantize_weight, resolve_group_size
-from tests.engines.sdnq.conftest import type_ids
+
+
+def wid(wtype):
+    return f"w-{wtype}"
 
 
 @pytest.mark.parametrize("requested,bits,k,conv,expected", [
@@ -30,7 +33,7 @@ def _weight(rows=48, k=256, seed=0):
     return (torch.randn(rows, k, generator=g) * 0.05).bfloat16()
 
 
-@pytest.mark.parametrize("wtype", INT_TYPES + UINT_TYPES, ids=type_ids(INT_TYPES + UINT_TYPES))
+@pytest.mark.parametrize("wtype", INT_TYPES + UINT_TYPES, ids=wid)
 def test_integer_error_within_half_a_step(wtype):
     w = _weight()
     qw = quantize_weight(w, wtype, 0)
@@ -47,7 +50,7 @@ def test_integer_error_within_half_a_step(wtype):
     assert torch.allclose(qw.scale.float(), span, rtol=2 ** -6, atol=1e-8)
 
 
-@pytest.mark.parametrize("wtype", FLOAT8_TYPES, ids=type_ids(FLOAT8_TYPES))
+@pytest.mark.parametrize("wtype", FLOAT8_TYPES, ids=wid)
 def test_float8_error_within_mantissa_bound(wtype):
     w = _weight()
     qw = quantize_weight(w, wtype, 0)
@@ -59,7 +62,7 @@ def test_float8_error_within_mantissa_bound(wtype):
     assert ((back - w.float()).abs() <= bound * 1.001).all()
 
 
-@pytest.mark.parametrize("wtype", INT_TYPES + UINT_TYPES, ids=type_ids(INT_TYPES + UINT_TYPES))
+@pytest.mark.parametrize("wtype", INT_TYPES + UINT_TYPES, ids=wid)
 def test_error_shrinks_with_bits(wtype):
     w = _weight(seed=3)
     wt = weight_type(wtype)
@@ -69,7 +72,7 @@ def test_error_shrinks_with_bits(wtype):
 
 
 @pytest.mark.parametrize("wtype", INT_TYPES + UINT_TYPES + FLOAT8_TYPES,
-                         ids=type_ids(INT_TYPES + UINT_TYPES + FLOAT8_TYPES))
+                         ids=wid)
 def test_stored_bytes_are_real(wtype):
     w = _weight(rows=64, k=512)
     qw = quantize_weight(w, wtype, 0)

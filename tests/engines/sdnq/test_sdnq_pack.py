@@ -7,6 +7,10 @@ from hypothesis import strategies as st
 from engines.sdnq.pack import pack_bits, packed_numel, unpack_bits
 
 
+def wid(wtype):
+    return f"w-{wtype}"
+
+
 @settings(max_examples=150, deadline=None)
 @given(bits=st.integers(1, 8), data=st.data())
 def test_unpack_inverts_pack(bits, data):

@@ -1,0 +1,1 @@
+"""Reports rendered from stored results: leaderboards (markdown + CSV)."""

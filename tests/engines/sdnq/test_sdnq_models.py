@@ -1,0 +1,110 @@
+"""Tiny FLUX transformer and tiny SDXL-style UNet through the engine, every dtype, post and pre mode."""
+import copy
+import math
+
+import pytest
+import torch
+
+from engines.base import module_nbytes
+from engines.registry import get_engine_class
+from engines.sdnq.dtypes import ALL_TYPES, INT_TYPES, UINT_TYPES, weight_type
+from engines.sdnq.layers import SDNQLayerMixin
+from engines.sdnq.pack import packed_numel
+
+# Output error vs BF16 that each bit width must stay under (tiny random models, bf16 compute).
+MAX_ERR = {8: 0.06, 7: 0.1, 6: 0.2, 5: 0.35, 4: 0.5, 3: 0.6, 2: 0.9, 1: 1.5}
+MAX_ERR_FP8 = {"float8_e4m3fn": 0.15, "float8_e4m3fnuz": 0.15, "float8_e5m2": 0.3, "float8_e5m2fnuz": 0.3}
+KINDS = {"flux": ("transformer", {}), "unet": ("unet", {"quant_conv": True})}
+
+
+def wid(wtype):
+    return f"w-{wtype}"
+
+
+def _engine(wtype, mode, kind):
+    return get_engine_class("sdnq")(wtype, mode, KINDS[kind][1])
+
+
+@pytest.fixture(scope="module")
+def references(tiny):
+    out = {}
+    for kind in KINDS:
+        model = tiny.make[kind]()
+        out[kind] = (model, tiny.run(model, kind), module_nbytes(model))
+    return out
+
+
+def _expected_layer_bytes(layer) -> int:
+    """Packed codes at exactly bits/8 bytes per weight, plus scales, zero points, bias."""
+    wt = weight_type(layer.weight_type)
+    n = math.prod(layer.quant_shape)
+    side = layer.scale.numel() * layer.scale.element_size() * (2 if layer.zero_point is not None else 1)
+    bias = 0 if layer.bias is None else layer.bias.numel() * layer.bias.element_size()
+    return packed_numel(n, wt.bits) + side + bias
+
+
+def _check(model, engine, kind, wtype, references, tiny):
+    base, ref, base_bytes = references[kind]
+    done, targets = engine.count_quantized(model)
+    assert done == targets > 0
+    engine.verify(KINDS[kind][0], model)
+    err = tiny.rel_err(tiny.run(model, kind), ref)
+    wt = weight_type(wtype)
+    assert err < (MAX_ERR_FP8[wtype] if wt.kind == "float" else MAX_ERR[wt.bits]), err
+    # stored bytes: every quantized layer is exactly its packed size; the rest is unchanged
+    layers = [m for m in model.modules() if isinstance(m, SDNQLayerMixin)]
+    plain = base_bytes - sum(math.prod(m.quant_shape) * 2 + (0 if m.bias is None else m.bias.numel() * 2)
+                             for m in layers)
+    assert module_nbytes(model) == plain + sum(_expected_layer_bytes(m) for m in layers)
+    assert module_nbytes(model) < base_bytes * 0.6
+    return err
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("wtype", ALL_TYPES, ids=wid)
+def test_post_mode(kind, wtype, references, tiny):
+    engine = _engine(wtype, "post", kind)
+    engine.check_platform(torch.device("cpu"))
+    model = engine.quantize(KINDS[kind][0], copy.deepcopy(references[kind][0]))
+    _check(model, engine, kind, wtype, references, tiny)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("wtype", ALL_TYPES, ids=wid)
+def test_pre_mode_matches_post_mode(kind, wtype, references, saved_models, tiny):
+    from diffusers import FluxTransformer2DModel, UNet2DConditionModel
+    cls = FluxTransformer2DModel if kind == "flux" else UNet2DConditionModel
+    name = KINDS[kind][0]
+    engine = _engine(wtype, "pre", kind)
+    model = engine.load_component(name, cls, str(saved_models), torch_dtype=torch.bfloat16)
+    assert engine.describe()["sdnq"]["components"][name]["how"] == "streamed"
+    _check(model, engine, kind, wtype, references, tiny)
+    post = _engine(wtype, "post", kind).quantize(name, copy.deepcopy(references[kind][0]))
+    pre_state, post_state = model.state_dict(), post.state_dict()
+    assert pre_state.keys() == post_state.keys()
+    assert all(torch.equal(pre_state[k], post_state[k]) for k in pre_state)
+
+
+@pytest.mark.parametrize("family", ["int", "uint"])
+def test_error_ordered_by_bit_width(family, references, tiny):
+    model, ref, _ = references["flux"]
+    types = INT_TYPES if family == "int" else UINT_TYPES
+    errs = [tiny.rel_err(tiny.run(_engine(t, "post", "flux").quantize("transformer", copy.deepcopy(model)), "flux"), ref)
+            for t in types]
+    assert errs == sorted(errs), dict(zip(types, errs))
+
+
+def test_full_size_flux_weight_bytes_on_meta():
+    """FLUX.1-dev (19 + 38 blocks, 3072 hidden) quantized on the meta device: stored GiB."""
+    from accelerate import init_empty_weights
+    from diffusers import FluxTransformer2DModel
+    with init_empty_weights():
+        model = FluxTransformer2DModel(guidance_embeds=True).to(torch.bfloat16)
+    bf16 = module_nbytes(model) / 2 ** 30
+    gib = {}
+    for wtype in ("int8", "int6", "uint4"):
+        q = _engine(wtype, "post", "flux").quantize("transformer", copy.deepcopy(model))
+        gib[wtype] = module_nbytes(q) / 2 ** 30
+    assert 22.0 < bf16 < 22.4
+    assert gib["int8"] <= 11.3 and gib["uint4"] <= 6.5
+    assert abs(gib["int6"] - bf16 * 6 / 16) < 0.15  # 6/16 of BF16 plus scales

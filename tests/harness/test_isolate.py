@@ -1,0 +1,72 @@
+import os
+import resource
+import time
+
+import pytest
+
+from harness import status as st
+from harness.isolate import run_isolated
+
+
+def _ok(x):
+    return {"double": x * 2, "pid": os.getpid()}
+
+
+def _raise(_):
+    raise ValueError("bad value 17 at /tmp/x/y.bin")
+
+
+def _segfault(_):
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def _hang(_):
+    time.sleep(600)
+
+
+def _oom(_):
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, 2 * 2**30))
+    hoard = []
+    while True:
+        hoard.append(bytearray(2**26))
+
+
+def _unsupported(_):
+    from engines.base import Unsupported
+
+    raise Unsupported("no such kernel here")
+
+
+def test_ok_returns_payload_from_another_process():
+    out = run_isolated(_ok, 21, timeout_s=30)
+    assert out["status"] == st.OK and out["payload"]["double"] == 42
+    assert out["payload"]["pid"] != os.getpid()
+
+
+@pytest.mark.parametrize("fn, status, error_type", [
+    (_raise, st.ERROR, "ValueError"),
+    (_segfault, st.CRASHED, "SIGSEGV"),
+    (_oom, st.OOM, "MemoryError"),
+    (_unsupported, st.UNSUPPORTED, "Unsupported"),
+], ids=["raise", "segfault", "oom", "unsupported"])
+def test_each_failure_becomes_its_status(fn, status, error_type):
+    out = run_isolated(fn, None, timeout_s=60)
+    assert out["status"] == status
+    assert out["error"]["type"] == error_type
+
+
+def test_hang_is_killed_at_timeout():
+    start = time.perf_counter()
+    out = run_isolated(_hang, None, timeout_s=2)
+    assert out["status"] == st.TIMEOUT
+    assert time.perf_counter() - start < 15
+
+
+def test_error_messages_are_normalized_for_grouping():
+    a = st.normalize_message("CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 79.1 GiB total)")
+    b = st.normalize_message("CUDA out of memory. Tried to allocate 1.25 GiB (GPU 1; 79.1 GiB total)")
+    assert a == b
+    assert st.normalize_message("bad value 17 at /tmp/x/y.bin") == "bad value N at <path>"
+    assert st.classify_exception(RuntimeError("CUDA out of memory. Tried")) == st.OOM

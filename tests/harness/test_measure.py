@@ -1,0 +1,26 @@
+import time
+
+import torch
+
+from harness.measure import MemoryProbe, StepClock, host_peak_rss_gib, reset_host_peak
+
+
+def test_step_clock_measures_intervals_between_steps():
+    clock = StepClock(torch.device("cpu"))
+    clock.begin()
+    for _ in range(4):
+        time.sleep(0.02)
+        clock(None, 0, 0, {})
+    intervals = clock.step_intervals()
+    assert len(intervals) == 3 and all(0.015 < s < 0.2 for s in intervals)
+
+
+def test_host_peak_rss_sees_a_transient_allocation():
+    assert reset_host_peak()
+    before = host_peak_rss_gib()
+    blob = torch.ones(2**28, dtype=torch.uint8)  # 256 MiB, touched
+    del blob
+    assert host_peak_rss_gib() - before > 0.2
+    probe = MemoryProbe(torch.device("cpu"))
+    probe.reset_peak()
+    assert probe.peak()["peak_allocated_gib"] < before + 0.2

@@ -1,0 +1,71 @@
+import copy
+
+import pytest
+import torch
+
+from harness.synthetic import ARCHITECTURES, build_components, checkpoint_dir, clip_tokenizer, ensure_checkpoint, t5_tokenizer
+
+
+def test_tokenizers_are_local_and_roundtrip(tmp_path):
+    clip, t5 = clip_tokenizer(77), t5_tokenizer(32)
+    ids = clip("a red fox", padding="max_length", max_length=77, truncation=True).input_ids
+    assert len(ids) == 77 and ids[0] == 0 and max(ids) < 520
+    t5_ids = t5("a red fox", padding="max_length", max_length=32, truncation=True).input_ids
+    assert len(t5_ids) == 32 and max(t5_ids) < 120
+    t5.save_pretrained(tmp_path / "t5")
+    assert type(t5).from_pretrained(tmp_path / "t5")("a red fox").input_ids == t5("a red fox").input_ids
+
+
+def _grid_ids(side):
+    """(0, row, col) per latent patch, as FluxPipeline builds them."""
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    return torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3).float()
+
+
+def _denoiser_inputs(name, dtype):
+    g = torch.Generator().manual_seed(1)
+    if name == "flux-tiny":
+        return dict(hidden_states=torch.randn(1, 144, 64, generator=g).to(dtype),
+                    encoder_hidden_states=torch.randn(1, 32, 32, generator=g).to(dtype),
+                    pooled_projections=torch.randn(1, 32, generator=g).to(dtype),
+                    timestep=torch.tensor([0.5]), guidance=torch.tensor([3.5]),
+                    img_ids=_grid_ids(12), txt_ids=torch.zeros(32, 3))
+    return dict(sample=torch.randn(1, 4, 24, 24, generator=g).to(dtype), timestep=torch.tensor([500]),
+                encoder_hidden_states=torch.randn(1, 77, 64, generator=g).to(dtype),
+                added_cond_kwargs=dict(text_embeds=torch.randn(1, 32, generator=g).to(dtype),
+                                       time_ids=torch.tensor([[192.0, 192, 0, 0, 192, 192]]).to(dtype)))
+
+
+@pytest.mark.parametrize("name", ["flux-tiny", "sdxl-tiny"])
+def test_random_weights_are_numerically_tame(name):
+    """BF16 and FP32 runs of the synthetic denoiser agree within 5% (quantization error is not chaos)."""
+    comps = build_components(ARCHITECTURES[name], dtype=torch.float32)
+    fp32 = comps.get("transformer") or comps["unet"]
+    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    with torch.no_grad():
+        ref = fp32(**_denoiser_inputs(name, torch.float32)).sample
+        out = bf16(**_denoiser_inputs(name, torch.bfloat16)).sample.float()
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert rel < 0.05, rel
+    assert 0.1 < ref.std().item() < 10  # neither dead nor exploding
+
+
+def test_checkpoint_is_built_once_and_deterministic(tmp_path):
+    first = ensure_checkpoint("flux-tiny", tmp_path / "a")
+    assert first == checkpoint_dir("flux-tiny", tmp_path / "a")
+    stamp = (first / "model_index.json").stat().st_mtime_ns
+    assert ensure_checkpoint("flux-tiny", tmp_path / "a") == first
+    assert (first / "model_index.json").stat().st_mtime_ns == stamp  # cached, not rebuilt
+    second = ensure_checkpoint("flux-tiny", tmp_path / "b")
+    a = (first / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    b = (second / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert a == b
+    assert not [p for p in (tmp_path / "a" / "synthetic").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_full_size_configs_match_published_architectures():
+    flux = ARCHITECTURES["flux-dev"].components["transformer"]
+    assert (flux["num_layers"], flux["num_single_layers"], flux["num_attention_heads"] * flux["attention_head_dim"]) == (19, 38, 3072)
+    assert ARCHITECTURES["flux-schnell"].components["transformer"]["guidance_embeds"] is False
+    unet = ARCHITECTURES["sdxl"].components["unet"]
+    assert unet["block_out_channels"] == [320, 640, 1280] and unet["cross_attention_dim"] == 2048
