@@ -39,6 +39,10 @@ class GGUFEngine(Engine):
     requires = ("gguf",)
     options = {"file": None, "cache_dir": None}
 
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
+        super().__init__(dtype, mode, options, compute_dtype)
+        self.files: dict[str, str] = {}  # component -> the .gguf file it was loaded from
+
     def check_platform(self, device):
         super().check_platform(device)
         if self.settings["file"] is None and self.dtype not in CONVERTIBLE:
@@ -73,6 +77,7 @@ class GGUFEngine(Engine):
 
     def load_component(self, name, cls, path, **kwargs):
         file = self.gguf_path(name, cls, path)
+        self.files[name] = str(file)
         kwargs.setdefault("torch_dtype", self.compute_dtype)
         try:
             return cls.from_single_file(str(file), config=str(path), subfolder=name, local_files_only=True,
@@ -81,6 +86,11 @@ class GGUFEngine(Engine):
             raise
         except (ValueError, KeyError, RuntimeError) as err:
             raise ValueError(f"{file}: diffusers could not load it as {cls.__name__}: {err}") from err
+
+    def describe(self):
+        out = super().describe()
+        out["settings"]["files"] = dict(self.files)
+        return out
 
     # -- post mode --------------------------------------------------------------------------
     def quantize(self, name, module):

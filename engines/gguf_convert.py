@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -133,12 +134,23 @@ def convert(cls: type, source: Path, target: Path, quant: str) -> Path:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        handles = {}
-        for name, path, _, quantize in plan:
-            if path not in handles:
-                handles[path] = safe_open(str(path), framework="pt")
+        handles = {path: safe_open(str(path), framework="pt") for path in {p for _, p, _, _ in plan}}
+
+        def encode(item):
+            name, path, _, quantize = item
             data = handles[path].get_tensor(name).float().numpy()
-            writer.write_tensor_data(gguf.quants.quantize(data, qt) if quantize else data)
+            return gguf.quants.quantize(data, qt) if quantize else data
+
+        # numpy releases the GIL: quantize a few tensors ahead on worker threads, write in order.
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers) as pool:
+            pending = deque()
+            for item in plan:
+                pending.append(pool.submit(encode, item))
+                if len(pending) > 2 * workers:
+                    writer.write_tensor_data(pending.popleft().result())
+            while pending:
+                writer.write_tensor_data(pending.popleft().result())
         writer.close()
         os.replace(partial, target)
     finally:

@@ -15,8 +15,8 @@ Options:
   quant_conv: also compress convolutions (SDXL UNet). NNCF keeps them per channel in int8
       (its backup precision) in every mode: group sizes do not apply to convolutions.
   decompress_fp32: decompress in FP32 instead of NNCF's FP16 (scales are stored in FP32).
-  compile_decompress: compile each decompressor with torch.compile; None = on when the run's
-      device is CUDA and Triton is installed.
+  compile_decompress: run every decompressor through one torch.compile(dynamic=True) function;
+      None = on when the run's device is CUDA and Triton is installed.
   int8_matmul: direct INT8 matmul for int8_sym; declared, not implemented yet (Unsupported).
 
 Only post mode: NNCF compresses a module that already holds its weights.
@@ -103,7 +103,7 @@ class NNCFEngine(Engine):
             if self.settings["decompress_fp32"]:
                 dec._buffers["_scale"] = dec._scale.float()
             if self.compile_decompress():
-                dec.compile()
+                _compile_decompressor(dec)
         return module
 
     def count_quantized(self, module):
@@ -122,6 +122,47 @@ def decompressors(module: torch.nn.Module) -> list[torch.nn.Module]:
     """NNCF's weight decompressor hooks inside ``module``."""
     from nncf.torch.quantization.layers import BaseWeightsDecompressor
     return [m for m in module.modules() if isinstance(m, BaseWeightsDecompressor)]
+
+
+def _decompress(x, scale, zero_point, packed_int4: bool, compressed_shape, zero_point_shape,
+                result_shape, result_dtype: torch.dtype):
+    """NNCF's four decompressor forwards as one pure function of tensors and shapes, so a single
+    torch.compile(dynamic=True) graph serves every layer instead of one recompile per weight shape."""
+    from nncf.torch.quantization.quantize_functions import unpack_int4, unpack_uint4
+    if packed_int4:
+        x = (unpack_uint4(x) if zero_point is not None else unpack_int4(x)).reshape(compressed_shape)
+        if zero_point is not None:
+            zero_point = unpack_uint4(zero_point).reshape(zero_point_shape)
+    x = x.to(scale.dtype)
+    out = (x - zero_point.to(scale.dtype)) * scale if zero_point is not None else x * scale
+    if result_shape is not None:
+        out = out.reshape(result_shape)
+    return out.to(result_dtype) if result_dtype is not None else out
+
+
+_compiled_decompress = None
+
+
+def _compile_decompressor(dec: torch.nn.Module) -> None:
+    """Route ``dec``'s forward through the compiled `_decompress`. NNCF runs decompressors inside
+    its TorchFunctionMode hook executor, which dynamo cannot trace: the compiled call runs with
+    torch-function handling disabled (the decompression is not part of NNCF's traced graph)."""
+    global _compiled_decompress
+    if _compiled_decompress is None:
+        _compiled_decompress = torch.compile(_decompress, dynamic=True)
+    packed = "INT4" in type(dec).__name__
+
+    def forward(x):
+        with torch._C.DisableTorchFunction():
+            zero_point = getattr(dec, "_zero_point", None)
+            # detached: plain tensors get dynamic shapes, parameters/buffers would be specialized
+            return _compiled_decompress(
+                x.detach(), dec._scale.detach(), zero_point.detach() if zero_point is not None else None, packed,
+                tuple(getattr(dec, "compressed_weight_shape", ()) or ()) or None,
+                tuple(getattr(dec, "zero_point_shape", ()) or ()) or None,
+                tuple(dec.result_shape) if getattr(dec, "result_shape", None) is not None else None,
+                dec.result_dtype)
+    dec.forward = forward
 
 
 def _is_target(m: torch.nn.Module, with_conv: bool) -> bool:

@@ -5,7 +5,8 @@ child starts warm: a sweep does not pay the ~8 s interpreter start per cell. A c
 out-of-memory, a hang past the timeout or any exception in the child becomes that cell's status; the
 parent survives and the sweep goes on.
 
-The child sends one small picklable dict back through a pipe; bulky outputs (images) go to files.
+If this process already holds a CUDA context (a forked child could not use CUDA then), the child is
+spawned instead: slower to start, same semantics. The child sends one small picklable dict back through a pipe; bulky outputs (images) go to files.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
 
     ``payload`` is what ``fn`` returned (status ok) or partial data attached to the exception
     (attribute ``partial``) when it failed."""
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context(start_method())
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, arg, sender), daemon=False)
     start = time.perf_counter()
@@ -67,6 +68,14 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
                 "error": st.error_record(name, f"cell process killed by {name}")}
     return {"status": st.CRASHED, "wall_s": wall, "payload": None,
             "error": st.error_record("ProcessExit", f"cell process exited with code {code} without a result")}
+
+
+def start_method() -> str:
+    """``fork`` (warm, cheap) unless this process already holds a CUDA context - some backends create
+    one when imported - in which case a forked child could not use CUDA: then ``spawn``."""
+    import torch
+
+    return "spawn" if torch.cuda.is_initialized() else "fork"
 
 
 def _child(fn: Callable[[Any], dict], arg: Any, sender) -> None:

@@ -26,8 +26,14 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "D
     os.environ.setdefault(_var, "1")
 
 
-def warm_imports() -> None:
-    """Import what every cell needs, once, in the parent (the fork inherits it)."""
+def warm_imports(device: str) -> None:
+    """Import what every cell needs, once, in the parent (the fork inherits it).
+
+    Only on CPU runs: on a CUDA machine some backends create a CUDA context when imported (torchao via
+    diffusers), which would poison forked children; there the children import for themselves, a few
+    seconds next to loading and generating on a GPU."""
+    if device != "cpu":
+        return
     import diffusers  # noqa: F401
     import torchmetrics.functional.image  # noqa: F401
     import transformers  # noqa: F401
@@ -92,7 +98,7 @@ def run(cell: Cell, run_dir: str, echo=print) -> dict | None:
     if store.has(key) and not cell.run["force"]:
         echo(f"skip (already stored; run.force=true re-runs): {describe(cell)}")
         return None
-    warm_imports()
+    warm_imports(dev)
     ref_key = reference.reference_key(cell, hardware, {k: vers[k] for k in ("torch", "diffusers", "transformers")})
     parent_env = {"device": dev, "device_name": hardware, "versions": vers, "git_sha": env.git_sha()}
 

@@ -84,6 +84,15 @@ def test_error_grows_as_bits_shrink(tiny, converted):
     assert errors["q8_0"] < errors["q5_0"] < errors["q4_0"]
 
 
+def test_unet_linears_round_trip(tiny, saved_models, tmp_path):
+    from diffusers import UNet2DConditionModel
+    eng = engine("q8_0", cache_dir=str(tmp_path))
+    model = eng.load_component("unet", UNet2DConditionModel, str(saved_models), torch_dtype=torch.bfloat16)
+    assert eng.verify("unet", model)["quantized_modules"] > 0
+    ratio, error = tiny.compare("unet", model)
+    assert ratio > 1.2 and error < 0.03  # convolutions stay BF16: GGUF in diffusers is Linear-only
+
+
 def test_converted_file_is_cached_by_content_hash(tiny, saved_models, tmp_path):
     from diffusers import FluxTransformer2DModel
     eng = engine("q4_0", cache_dir=str(tmp_path / "cache"))

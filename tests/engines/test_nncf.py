@@ -87,6 +87,15 @@ def test_int8_matmul_is_declared_unsupported():
         engine("int8", int8_matmul=True)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "int4_sym"], ids=lambda d: f"nncf-{d}")
+def test_compile_decompress_matches_eager(tiny, dtype):
+    eager = engine(dtype).quantize("transformer", tiny.make("transformer"))
+    compiled = engine(dtype, compile_decompress=True).quantize("transformer", tiny.make("transformer"))
+    inputs = tiny.reference("transformer")[0]
+    # inductor keeps NNCF's FP16 decompression arithmetic in FP32 registers: close, not bitwise
+    assert tiny.rel_error(tiny.output(compiled, inputs), tiny.output(eager, inputs)) < 0.01
+
+
 def test_compile_decompress_is_auto_off_on_cpu():
     assert engine("int8").compile_decompress() is False
     assert engine("int8", compile_decompress=True).compile_decompress() is True

@@ -16,18 +16,29 @@ def test_cuda_cell_reports_gpu_memory(cli, tmp_path):
     assert record["metrics"]["mem_after_load_gib"] > 0 and record["env"]["device_name"].startswith("NVIDIA")
 
 
+def test_parent_holds_no_cuda_context_after_a_gpu_cell(cache_dir, store_path, tmp_path, compose):
+    from harness import runner
+    from harness.validate import validate
+
+    cell = validate(compose([f"run.cache_dir={cache_dir}", f"run.store={store_path}", "engine=bf16",
+                             "workload.height=64", "workload.width=64"]))
+    record = runner.run(cell, str(tmp_path / "run"))
+    assert record["status"] == "ok", record["error"]
+    assert not torch.cuda.is_initialized()
+
+
 @pytest.mark.parametrize("mode", ["model", "sequential", "group"])
-def test_offload_keeps_denoiser_off_gpu_between_calls(mode, cache_dir):
+def test_offload_moves_the_denoiser(mode, cache_dir):
+    """Before the call the denoiser's weights are on the CPU; inside its forward they are on the GPU."""
     from harness import offload, synthetic
 
     folder = synthetic.ensure_checkpoint("flux-tiny", cache_dir)
     pipe = synthetic.pipeline_class("flux").from_pretrained(folder, torch_dtype=torch.bfloat16)
-    device = torch.device("cuda:0")
-    offload.apply(pipe, mode, {}, device)
-    seen = []
-    pipe.transformer.register_forward_pre_hook(lambda m, a: seen.append(next(m.parameters()).device.type)
-                                               if mode == "model" else None)
+    offload.apply(pipe, mode, {}, torch.device("cuda:0"))
+    first = pipe.transformer.x_embedder
+    before = first.weight.device.type
+    during = []
+    first.register_forward_hook(lambda m, a, o: during.append(m.weight.device.type))
     pipe("a fox", height=64, width=64, num_inference_steps=2, max_sequence_length=32, output_type="pt")
-    assert next(pipe.transformer.parameters()).device.type == "cpu" or mode != "model"
-    if mode == "model":
-        assert seen and set(seen) == {"cuda"}
+    assert before in ("cpu", "meta"), before
+    assert during and set(during) == {"cuda"}, during
