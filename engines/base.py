@@ -163,10 +163,13 @@ def module_nbytes(module: torch.nn.Module, extra: Iterable[torch.Tensor] = ()) -
             continue
         seen.add(id(t))
         total += tensor_nbytes(t)
-        # bitsandbytes keeps its scales beside the packed weight, in a quant_state.
+        # bitsandbytes keeps its scales beside the packed weight: a quant_state (4-bit) or SCB (int8).
         state = getattr(t, "quant_state", None)
         if state is not None:
             total += _quant_state_nbytes(state)
+        scb = getattr(t, "SCB", None)
+        if isinstance(scb, torch.Tensor):
+            total += scb.numel() * scb.element_size()
     return total
 
 

@@ -33,8 +33,9 @@ def generate(pipe, cell, device: torch.device, probe: MemoryProbe) -> dict:
 
     def call(prompt: str, seed: int) -> torch.Tensor:
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with torch.inference_mode():
-            return pipe(prompt, generator=generator, callback_on_step_end=clock, **kwargs).images
+        # The pipeline runs under its own no_grad, as for any user; inference_mode would break
+        # optimum-quanto's int4/int2 tensors ("Cannot set version_counter for inference tensor").
+        return pipe(prompt, generator=generator, callback_on_step_end=clock, **kwargs).images
 
     first_call_s = None
     for i in range(cell.workload["warmup"]):

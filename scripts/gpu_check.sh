@@ -7,7 +7,7 @@ OUT=${OUT:-outputs/gpu_check}
 mkdir -p "$OUT"
 export HARNESS_STORE="$OUT/results.sqlite" HARNESS_CACHE=${HARNESS_CACHE:-/tmp/harness-cache} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python -m pytest -q -m gpu tests/gpu 2>&1 | tail -5 | tee "$OUT/pytest_gpu.txt"
+python -m pytest -q -m gpu tests/gpu > "$OUT/pytest_gpu.txt" 2>&1; tail -5 "$OUT/pytest_gpu.txt"
 python scripts/check_tame.py 2>&1 | tail -3 | tee "$OUT/tame.txt"
 for engine in "engine=bf16" "engine=torchao dtype=int8"; do
   python -m harness model=flux-dev workload=quick $engine hydra.run.dir="$HARNESS_CACHE/runs/\${now:%H%M%S}" \

@@ -7,7 +7,8 @@ from engines.bnb import BitsAndBytesEngine
 
 CPU = torch.device("cpu")
 # dtype -> (minimum byte ratio on tiny FLUX, maximum relative output error vs BF16)
-EXPECT = {"int8": (1.9, 0.03), "nf4": (3.3, 0.2), "fp4": (3.3, 0.25)}
+# int8: per-row FP32 scales (SCB) cost 4 bytes per 64-wide row on the tiny model: ~1.88x there, ~2x full size.
+EXPECT = {"int8": (1.85, 0.03), "nf4": (3.3, 0.2), "fp4": (3.3, 0.25)}
 
 
 def engine(dtype, mode="post", **options):
