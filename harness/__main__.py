@@ -24,11 +24,12 @@ def check_group_overrides(args: list[str]) -> str | None:
         if key not in GROUPS or not value or value.startswith(("[", "{", "glob(", "choice(", "range(")):
             continue
         choices = sorted(p.stem for p in (CONF / key).glob("*.yaml") if not p.stem.startswith("base_"))
-        if key == "engine":
-            choices = [c for c in choices if c != "fault"] + (["fault"] if value == "fault" else [])
-        for v in value.split(","):
-            if v.strip() not in choices:
-                return unknown_name_message(key, v.strip(), choices)
+        values = [v.strip() for v in value.split(",")]
+        if key == "engine" and "fault" not in values:  # test-only engine: accepted, never suggested
+            choices = [c for c in choices if c != "fault"]
+        for v in values:
+            if v not in choices:
+                return unknown_name_message(key, v, choices)
     return None
 
 

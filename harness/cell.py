@@ -46,6 +46,11 @@ def run_cell(job: CellJob) -> dict:
     engine_cls = get_engine_class(cell.engine)
     partial: dict = {}
     try:
+        if cell.run.get("host_memory_limit_gib"):
+            import resource
+
+            limit = int(cell.run["host_memory_limit_gib"] * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         if device.type == "cuda":
             torch.cuda.set_device(device)
             if cell.run.get("gpu_memory_fraction"):

@@ -106,6 +106,9 @@ def validate(cfg: DictConfig) -> Cell:
     frac = run.get("gpu_memory_fraction")
     if frac is not None and not 0 < frac <= 1:
         raise ConfigError(f"run.gpu_memory_fraction must be in (0, 1], got {frac}")
+    host_cap = run.get("host_memory_limit_gib")
+    if host_cap is not None and not host_cap > 0:
+        raise ConfigError(f"run.host_memory_limit_gib must be positive, got {host_cap}")
     if run["device"] != "auto" and not (run["device"] == "cpu" or run["device"].startswith("cuda")):
         raise ConfigError(f"run.device must be auto, cpu, cuda or cuda:N, not {run['device']!r}")
 

@@ -66,13 +66,14 @@ def test_same_seed_bf16_runs_are_identical(cli, tmp_path):
     assert len(images) == 2 and images[0].read_bytes() == images[1].read_bytes()
 
 
-def test_sweep_survives_crash_hang_and_error(cli, tmp_path, store_path):
-    proc = cli("-m", "engine=fault", "dtype=raise,segfault,hang,unsupported", "run.timeout_s=20",
-               "workload.height=64", "workload.width=64", "metrics.save_images=false")
+def test_sweep_survives_crash_hang_oom_and_error(cli, tmp_path, store_path):
+    proc = cli("-m", "engine=fault,bf16", "dtype=raise,segfault,hang,oom,unsupported,bf16", "run.timeout_s=20",
+               "run.host_memory_limit_gib=6", "workload.height=64", "workload.width=64", "metrics.save_images=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     with sqlite3.connect(store_path) as db:
-        rows = dict(db.execute("SELECT dtype, status FROM results WHERE engine='fault'").fetchall())
-    assert rows == {"raise": "error", "segfault": "crashed", "hang": "timeout", "unsupported": "unsupported"}
+        rows = dict(db.execute("SELECT dtype, status FROM results").fetchall())
+    assert rows == {"raise": "error", "segfault": "crashed", "hang": "timeout", "oom": "oom",
+                    "unsupported": "unsupported", "bf16": "ok"}
 
 
 @pytest.mark.parametrize("args, message", [
