@@ -13,7 +13,7 @@ CRASHED = "crashed"
 STATUSES = (OK, UNSUPPORTED, ERROR, OOM, TIMEOUT, CRASHED)
 
 _OOM_TYPES = ("OutOfMemoryError", "MemoryError")
-_OOM_TEXT = re.compile(r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|failed to allocate", re.I)
+_OOM_TEXT = re.compile(r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|failed to allocate|can.t allocate memory", re.I)
 
 
 def first_line(message: str) -> str:
