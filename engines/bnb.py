@@ -79,7 +79,9 @@ class BitsAndBytesEngine(Engine):
             new = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                       has_fp16_weights=False, threshold=self.settings["int8_threshold"],
                                       device="meta")
-            new.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+            # Int8Params quantizes only on a move *from the CPU* to a device; a weight already on the GPU
+            # would stay BF16 until the first forward (and be measured as BF16).
+            new.weight = bnb.nn.Int8Params(weight.cpu(), requires_grad=False, has_fp16_weights=False)
         else:
             new = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
                                     compute_dtype=self.compute_dtype, quant_type=self.dtype,

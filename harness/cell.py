@@ -71,6 +71,7 @@ def run_cell(job: CellJob) -> dict:
         compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile["fullgraph"],
                                            cell.compile["dynamic"])
         gen = generate(pipe, cell, device, probe)
+        offload_report.update(offload.stats(pipe))
         images = gen.pop("images")
         image_paths = save_images(images, Path(job.out_dir), cell) if cell.metrics.get("save_images") else []
 

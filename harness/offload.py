@@ -2,6 +2,7 @@
 
 none: everything on the accelerator. model / sequential: diffusers' model and sequential CPU offload.
 group: diffusers group offloading (block or leaf level, optional CUDA streams) for every component.
+balanced: the in-house re-implementation of SD.Next's balanced offload (`harness.balanced`).
 Offload needs an accelerator: on a CPU-only run it is `Unsupported`.
 """
 from __future__ import annotations
@@ -38,4 +39,16 @@ def apply(pipe, name: str, options: dict, device: torch.device) -> dict:
             if isinstance(module, torch.nn.Module):
                 apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"), **kwargs)
         return {"mode": "group", **kwargs}
+    if name == "balanced":
+        from harness import balanced
+
+        return balanced.apply(pipe, options, device)
     raise ValueError(f"unknown offload mode {name!r}")
+
+
+def stats(pipe) -> dict:
+    """What the offloader did during generation (placement, moves, bytes moved), merged into the
+    record's offload_report after generation; {} for modes that keep no books (none/model/sequential/group)."""
+    from harness import balanced
+
+    return balanced.stats(pipe)

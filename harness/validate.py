@@ -16,7 +16,7 @@ from engines.registry import available, get_engine_class, unknown_name_message
 from harness import checkpoint
 from harness.synthetic import ARCHITECTURES
 
-OFFLOAD_MODES = ("none", "model", "sequential", "group")
+OFFLOAD_MODES = ("none", "model", "sequential", "group", "balanced")
 COMPILE_MODES = ("none", "default", "max-autotune", "regional")
 FAMILY_COMPONENTS = {
     "flux": ("transformer", "text_encoder", "text_encoder_2", "vae"),

@@ -1,0 +1,176 @@
+"""Plots per (model, device), matplotlib with the Agg backend (no display needed):
+
+- ``tradeoff``: memory vs quality (PSNR vs BF16) coloured by speed, the Pareto front marked (cells no other
+  cell beats on memory, quality and speed at once);
+- ``speed``: denoising it/s per engine/dtype;
+- ``memory``: weights, memory after load and peak memory per engine/dtype.
+
+Each figure carries its provenance in a footer and, for synthetic weights, the warning.
+"""
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from reports import provenance  # noqa: E402
+from reports.grid import _slug  # noqa: E402
+
+KINDS = ("tradeoff", "speed", "memory")
+
+
+@dataclass
+class Plot:
+    path: Path
+    model: str
+    device: str
+    kind: str
+    title: str
+
+
+@dataclass
+class Point:
+    label: str
+    memory_gib: float | None
+    #: PSNR in dB vs BF16; inf for the reference itself.
+    quality_db: float | None
+    steps_per_s: float | None
+
+
+def point(record: dict) -> Point:
+    m, q = record.get("metrics") or {}, record.get("quality") or {}
+    memory = m.get("peak_mem_gib") if m.get("peak_mem_gib") is not None else m.get("mem_after_load_gib")
+    quality = math.inf if provenance.is_reference(record) else q.get("psnr_db")
+    return Point(provenance.label(record), memory, quality, m.get("steps_per_s"))
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point dominates (memory no higher, quality and speed no lower, one of them strictly).
+    Points lacking any of the three figures are never on the front."""
+    full = [p for p in points if None not in (p.memory_gib, p.quality_db, p.steps_per_s)]
+
+    def dominates(a: Point, b: Point) -> bool:
+        no_worse = a.memory_gib <= b.memory_gib and a.quality_db >= b.quality_db and a.steps_per_s >= b.steps_per_s
+        better = a.memory_gib < b.memory_gib or a.quality_db > b.quality_db or a.steps_per_s > b.steps_per_s
+        return no_worse and better
+
+    return [p for p in full if not any(dominates(o, p) for o in full if o is not p)]
+
+
+def render(records: list[dict], out_dir: str | Path) -> list[Plot]:
+    """Write the three plots of every (model, device) with ok results into ``out_dir``; return them."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for (model, device), group in provenance.groups(records).items():
+        ok = [r for r in group if r.get("status") == "ok"]
+        if not ok:
+            continue
+        stem = f"{_slug(model)}__{_slug(device)}"
+        for kind, draw in (("tradeoff", _tradeoff), ("speed", _speed), ("memory", _memory)):
+            title = f"{model} on {device}: " + {"tradeoff": "memory vs quality vs speed",
+                                                "speed": "denoising speed", "memory": "memory"}[kind]
+            fig = draw(ok, title)
+            _footer(fig, group)
+            path = out / f"{stem}__{kind}.png"
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+            plots.append(Plot(path, model, device, kind, title))
+    return plots
+
+
+def _memory_label(records: list[dict]) -> str:
+    kinds = {(r.get("metrics") or {}).get("memory_kind") for r in records}
+    return "peak GPU memory (GiB)" if kinds == {"cuda"} else "peak memory (GiB; host RSS without a GPU)"
+
+
+def _tradeoff(records: list[dict], title: str):
+    points = [point(r) for r in records]
+    shown = [p for p in points if p.memory_gib is not None and p.quality_db is not None]
+    finite = [p.quality_db for p in shown if math.isfinite(p.quality_db)]
+    top = (max(finite) + 5) if finite else 50.0  # where the reference (PSNR = inf) is drawn
+    fig, ax = plt.subplots(figsize=(9, 6))
+    if not shown:
+        ax.text(0.5, 0.5, "no cell has both memory and quality figures", ha="center", transform=ax.transAxes)
+        ax.set_title(title)
+        return fig
+
+    def y(p: Point) -> float:
+        return p.quality_db if math.isfinite(p.quality_db) else top
+
+    speeds = [p.steps_per_s for p in shown if p.steps_per_s is not None]
+    scatter = ax.scatter([p.memory_gib for p in shown], [y(p) for p in shown],
+                         c=[p.steps_per_s if p.steps_per_s is not None else math.nan for p in shown],
+                         cmap="viridis", s=70, zorder=3, vmin=min(speeds, default=0), vmax=max(speeds, default=1),
+                         plotnonfinite=True)
+    fig.colorbar(scatter, ax=ax, label="denoising steps/s")
+    front = pareto_front(points)
+    if front:
+        ax.scatter([p.memory_gib for p in front], [y(p) for p in front], s=220, facecolors="none",
+                   edgecolors="crimson", linewidths=2, zorder=4, label="Pareto front (memory, quality, speed)")
+        line = sorted(front, key=lambda p: (p.memory_gib, -y(p)))
+        best, xs, ys = -math.inf, [], []
+        for p in line:  # the memory-quality staircase through the front
+            if y(p) > best:
+                best = y(p)
+                xs.append(p.memory_gib)
+                ys.append(best)
+        ax.step(xs, ys, where="post", color="crimson", alpha=0.5, zorder=2)
+        ax.legend(loc="best")
+    for p in shown:
+        text = p.label + (" (PSNR inf: reference)" if not math.isfinite(p.quality_db) else "")
+        ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel(_memory_label(records))
+    ax.set_ylabel("PSNR vs BF16 (dB, higher is closer)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _bars(labels: list[str], series: dict[str, list[float | None]], xlabel: str, title: str):
+    fig, ax = plt.subplots(figsize=(9, max(3.0, 0.45 * len(labels) * max(1, len(series)) ** 0.5 + 1.5)))
+    height = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        pos = [j + (i - (len(series) - 1) / 2) * height for j in range(len(labels))]
+        vals = [v if v is not None else 0.0 for v in values]
+        bars = ax.barh(pos, vals, height=height, label=name)
+        for bar, v in zip(bars, values):
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " -" if v is None else f" {v:.3g}",
+                    va="center", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(loc="lower right")
+    return fig
+
+
+def _speed(records: list[dict], title: str):
+    rows = sorted(records, key=lambda r: -((r.get("metrics") or {}).get("steps_per_s") or 0))
+    return _bars([provenance.label(r) for r in rows],
+                 {"steps/s": [(r.get("metrics") or {}).get("steps_per_s") for r in rows]},
+                 "denoising steps/s (higher is faster)", title)
+
+
+def _memory(records: list[dict], title: str):
+    rows = sorted(records, key=lambda r: (r.get("metrics") or {}).get("peak_mem_gib") or 0)
+    metric = {"weights (quantized components)": "weight_gib", "after load": "mem_after_load_gib",
+              "peak during generation": "peak_mem_gib"}
+    series = {name: [(r.get("metrics") or {}).get(key) for r in rows] for name, key in metric.items()}
+    return _bars([provenance.label(r) for r in rows], series, _memory_label(records).replace("peak ", ""), title)
+
+
+def _footer(fig, group: list[dict]) -> None:
+    lines = textwrap.wrap(provenance.one_line(group), 150)
+    if provenance.is_synthetic(group):
+        lines += textwrap.wrap("WARNING: " + provenance.SYNTHETIC_WARNING, 150)
+    fig.text(0.01, 0.01, "\n".join(lines), fontsize=7, color="dimgray", va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.025 * (len(lines) + 1), 1, 1))

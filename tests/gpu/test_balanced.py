@@ -1,0 +1,164 @@
+"""Balanced offload on the GPU (`pytest -m gpu`): module devices during a run, peak memory under a cap,
+quantized layers (torchao, SDNQ) never split from their scales, and a whole cell through the CLI."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from harness import balanced, offload
+from harness.balanced import build_units
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda:0")
+GIB = 2**30
+torch.set_grad_enabled(False)
+
+
+def _tensors(t: torch.Tensor):
+    """The tensors that really hold data: a subclass is unflattened (packed data, scales, ...)."""
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is not None and type(t) not in (torch.Tensor, nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        for n in names:
+            inner = getattr(t, n)
+            if inner is not None:
+                yield from _tensors(inner)
+    else:
+        yield t
+
+
+def _devices(module: nn.Module) -> set[str]:
+    out = set()
+    for t in [*module.parameters(), *module.buffers()]:
+        out.update(x.device.type for x in _tensors(t))
+    return out
+
+
+def _tiny_pipe(cache_dir):
+    from harness import synthetic
+
+    folder = synthetic.ensure_checkpoint("flux-tiny", cache_dir)
+    pipe = synthetic.pipeline_class("flux").from_pretrained(folder, torch_dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_module_devices_during_a_pipeline_run(cache_dir):
+    pipe = _tiny_pipe(cache_dir)
+    transformer_bytes = sum(u.nbytes for u in build_units(pipe.transformer))
+    # usable memory such that half the transformer fits under the high watermark
+    report = offload.apply(pipe, "balanced", {"usable_gib": transformer_bytes / 0.7 / 2 / GIB,
+                                              "low_watermark": 0.05}, CUDA)
+    assert report["mode"] == "balanced" and set(report["components"]) == {"transformer", "text_encoder",
+                                                                          "text_encoder_2", "vae"}
+    assert pipe._execution_device.type == "cuda"
+    manager = pipe._balanced_offload
+    units = manager.components["transformer"].units
+    before = {u.name: _devices(u.roots[0]) for u in units}
+    assert all(d == {"cpu"} for d in before.values())  # nothing on the GPU before the first call
+
+    during = []
+    for unit in units:
+        unit.roots[0].register_forward_pre_hook(lambda m, a, u=unit: during.append((u.name, _devices(m))))
+    text_encoder_during_transformer = []
+    pipe.transformer.x_embedder.register_forward_pre_hook(
+        lambda m, a: text_encoder_during_transformer.append(_devices(pipe.text_encoder)))
+    pipe("a fox", height=64, width=64, num_inference_steps=2, max_sequence_length=32, output_type="pt")
+
+    assert during and all(devs == {"cuda"} for _, devs in during), [d for d in during if d[1] != {"cuda"}][:5]
+    stats = offload.stats(pipe)["components"]["transformer"]
+    assert stats["streamed_units"] > 0 and stats["resident_units"] > 0
+    # after the call the streamed layers are back on the CPU
+    resident = {u.name for u in units if u.on_device}
+    for unit in units:
+        if unit.name not in resident:
+            assert _devices(unit.roots[0]) == {"cpu"}, unit.name
+    # the transformer's dispatch sent the idle CLIP encoder back to the CPU (GPU use above the low watermark)
+    assert text_encoder_during_transformer and text_encoder_during_transformer[0] == {"cpu"}
+
+
+class Stack(nn.Module):
+    def __init__(self, n=24, width=8192):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width, bias=False, dtype=torch.bfloat16) for _ in range(n))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x) / 64
+        return x
+
+
+def test_peak_memory_stays_under_the_cap():
+    torch.manual_seed(0)
+    model = Stack()  # 24 x 128 MiB = 3 GiB
+    x = torch.randn(16, 8192, dtype=torch.bfloat16)
+    ref = model.to(CUDA)(x.to(CUDA)).cpu()
+    model.to("cpu")
+    torch.cuda.empty_cache()
+    cap = 1.5 * GIB
+    total = torch.cuda.get_device_properties(CUDA).total_memory
+    torch.cuda.set_per_process_memory_fraction(cap / total, CUDA)
+    try:
+        usable = balanced.usable_bytes(CUDA)
+        assert abs(usable - cap) < 2**20  # the cap is the usable memory
+        manager = balanced.BalancedOffload(CUDA, usable).install({"stack": model})
+        torch.cuda.reset_peak_memory_stats(CUDA)
+        out = model(x).cpu()
+        out = model(x).cpu()
+        peak = torch.cuda.max_memory_allocated(CUDA)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, CUDA)
+    torch.testing.assert_close(out, ref)
+    assert peak < cap, f"peak {peak / GIB:.2f} GiB over the {cap / GIB} GiB cap"
+    s = manager.stats()["components"]["stack"]
+    assert 0 < s["resident_gib"] <= 0.7 * cap / GIB and s["streamed_units"] > 0
+    # two calls: the streamed layers were copied twice
+    assert s["gib_to_device"] == pytest.approx(s["resident_gib"] + 2 * s["streamed_gib"])
+
+
+def _quantized(engine, dtype):
+    from engines.registry import get_engine_class
+
+    torch.manual_seed(0)
+    model = Stack(n=6, width=1024)
+    eng = get_engine_class(engine)(dtype, "post", {"quantize_device": "cpu"} if engine == "sdnq" else {})
+    eng.check_platform(CUDA)
+    return eng.quantize("transformer", model) or model
+
+
+@pytest.mark.parametrize("engine, dtype", [("torchao", "int8"), ("sdnq", "int8"), ("sdnq", "uint4")])
+def test_quantized_layers_are_never_split(engine, dtype):
+    model = _quantized(engine, dtype)
+    x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
+    model.to(CUDA)
+    ref = model(x)
+    model.to("cpu")
+    units = build_units(model)
+    assert all(u.subtree for u in units)  # one unit per quantized layer
+    size = sum(u.nbytes for u in units)
+    manager = balanced.BalancedOffload(CUDA, usable=int(size / 2 / 0.7)).install({"m": model})
+    seen = []
+    for unit in units:
+        unit.roots[0].register_forward_pre_hook(lambda m, a: seen.append(_devices(m)))
+    out = model(x)
+    torch.testing.assert_close(out, ref)
+    assert seen and all(devs == {"cuda"} for devs in seen)  # data and scales together, at every forward
+    for unit in units:  # between forwards: wholly on the GPU (resident) or wholly on the CPU (streamed)
+        assert _devices(unit.roots[0]) in ({"cuda"}, {"cpu"})
+    s = manager.stats()["components"]["m"]
+    assert s["resident_units"] > 0 and s["streamed_units"] > 0
+
+
+def test_a_balanced_cell_reports_its_placement(cli, tmp_path):
+    proc = cli("run.device=cuda", "engine=sdnq", "dtype=int8", "offload=balanced", "offload.options.usable_gib=0.001",
+               "workload.height=64", "workload.width=64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = next(json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
+                  if "sdnq" in p.parent.name and "reference" not in str(p))
+    assert record["status"] == "ok", record["error"]
+    report = record["offload_report"]
+    assert report["mode"] == "balanced" and report["moves"] > 0 and report["gib_moved"] > 0
+    t = report["components"]["transformer"]
+    assert t["quantized_units"] > 0 and t["dispatches"] >= 2 and t["streamed_units"] is not None
+    assert record["quality"]["psnr_db"] is not None

@@ -1,0 +1,150 @@
+import copy
+
+import pytest
+
+from harness.store import ResultStore
+from reports import regression
+from reports.regression import compare, load_config, main
+from tests.reports import samples
+
+
+def night(records):
+    """The same cells measured on another night: other library versions, other resume keys."""
+    out = copy.deepcopy(records)
+    for r in out:
+        r["cell_key"] += "-v2"
+        r["env"]["versions"]["torch"] = "2.12.0"
+        r["created"] = "2026-11-22T00:00:00"
+    return out
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    return samples.leaderboard(tmp_path / "runs")
+
+
+def _store(path, records):
+    store = ResultStore(path)
+    for r in records:
+        store.append(r)
+    return str(path)
+
+
+def test_a_ten_percent_slowdown_fails(tmp_path, baseline, capsys):
+    last = _store(tmp_path / "last.sqlite", baseline)
+    same = _store(tmp_path / "same.sqlite", night(baseline))
+    assert main(["--store", same, "--baseline", last]) == 0
+    records = night(baseline)
+    for r in records:
+        if (r["engine"], r["dtype"]) == ("torchao", "int8") and r["model"] == "flux-dev":
+            r["metrics"]["steps_per_s"] *= 0.90
+    slow = _store(tmp_path / "slower.sqlite", records)
+    summary = tmp_path / "summary.md"
+    assert main(["--store", slow, "--baseline", last, "--summary", str(summary)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "| FAIL | flux-dev torchao:int8" in out and "steps_per_s" in out and "-10.0%" in out
+    assert "REGRESSION" in summary.read_text()
+    # The threshold is config: allowing 15% lets the same night pass.
+    assert main(["--store", slow, "--baseline", last, "--set", "steps_per_s.relative=0.15"]) == 0
+
+
+def test_noise_within_the_thresholds_passes(baseline):
+    noisy = night(baseline)
+    for i, r in enumerate(noisy):
+        if r["status"] == "ok":
+            sign = 1 if i % 2 else -1
+            r["metrics"]["steps_per_s"] *= 1 + sign * 0.03
+            r["metrics"]["s_per_image"] *= 1 - sign * 0.03
+            r["metrics"]["peak_mem_gib"] *= 1.02
+            if r["quality"]["psnr_db"] is not None:
+                r["quality"]["psnr_db"] -= 0.2
+    outcome = compare(noisy, baseline, load_config())
+    assert outcome.regressions == [] and outcome.compared == len(baseline)
+
+
+@pytest.mark.parametrize("change, metric", [
+    ({("torchao", "int4"): {"peak_mem_gib": 1.10}}, "peak_mem_gib"),
+    ({("torchao", "int4"): {"psnr_db": -1.0}}, "psnr_db"),
+    ({("torchao", "int8"): {"lpips": 0.05}}, "lpips"),
+    ({("torchao", "int8"): {"status": "error"}}, "status"),
+], ids=["memory-up", "psnr-down", "lpips-up", "ok-to-error"])
+def test_each_tracked_figure_can_fail(baseline, change, metric):
+    records = night(baseline)
+    for r in records:
+        for field, value in change.get((r["engine"], r["dtype"]), {}).items():
+            if r["model"] != "flux-dev":
+                continue
+            if field == "status":
+                r["status"], r["error"] = value, {"type": "RuntimeError", "message": "CUDA error: boom"}
+            elif field in ("psnr_db", "lpips"):
+                r["quality"][field] += value
+            else:
+                r["metrics"][field] *= value
+    found = compare(records, baseline, load_config()).regressions
+    assert [f.metric for f in found] == [metric]
+
+
+def test_missing_cells_are_notes_unless_configured(baseline):
+    tonight = [r for r in night(baseline) if r["engine"] != "torchao"]
+    outcome = compare(tonight, baseline, load_config())
+    assert outcome.regressions == [] and sum(f.tonight == "missing" for f in outcome.findings) == 3
+    strict = load_config(overrides=["fail_on_missing=true"])
+    assert len(compare(tonight, baseline, strict).regressions) == 3
+
+
+def test_faster_cells_and_fixed_failures_are_improvements(baseline):
+    records = night(baseline)
+    for r in records:
+        if r["engine"] == "bnb":
+            r["status"], r["error"], r["metrics"]["steps_per_s"] = "ok", None, 1.0
+        if r["engine"] == "bf16":
+            r["metrics"]["steps_per_s"] *= 1.2
+    outcome = compare(records, baseline, load_config())
+    assert not outcome.regressions
+    assert {(f.metric, f.kind) for f in outcome.findings} >= {("status", "improvement"), ("steps_per_s", "improvement")}
+
+
+def test_no_baseline_passes_with_a_note_unless_required(tmp_path, baseline, capsys):
+    now = _store(tmp_path / "now.sqlite", baseline)
+    assert main(["--store", now, "--baseline", str(tmp_path / "none.sqlite")]) == 0
+    assert "no baseline" in capsys.readouterr().out
+    assert main(["--store", now, "--baseline", str(tmp_path / "none.sqlite"), "--require-baseline"]) == 2
+
+
+def test_bad_arguments_exit_2(tmp_path, baseline):
+    now = _store(tmp_path / "now.sqlite", baseline)
+    assert main(["--store", now, "--baseline", now, "--set", "steps_per_s.fast=1"]) == 2
+    assert main(["--store", str(tmp_path / "missing.sqlite"), "--baseline", now]) == 2
+
+
+def test_config_file_matches_the_builtin_defaults():
+    assert load_config(regression.DEFAULT_CONFIG) == regression.BUILTIN
+
+
+def test_nightly_script_reports_checks_and_promotes(tmp_path, baseline):
+    """scripts/nightly.sh glue without a GPU: report, check (fails on the slowdown), promote, check again."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "nightly.sh"
+    last = _store(tmp_path / "last.sqlite", baseline)
+    records = night(baseline)
+    for r in records:
+        if r["status"] == "ok":
+            r["metrics"]["steps_per_s"] *= 0.9
+    tonight = _store(tmp_path / "tonight.sqlite", records)
+    env = {**os.environ, "HARNESS_STORE": tonight, "NIGHTLY_OUT": str(tmp_path / "out"), "NIGHTLY_BASELINE": last,
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+
+    def run(step):
+        return subprocess.run(["bash", str(script), step], env=env, capture_output=True, text=True, timeout=120)
+
+    assert run("report").returncode == 0
+    assert (tmp_path / "out" / "reports" / "index.html").is_file()
+    check = run("check")
+    assert check.returncode == 1 and "REGRESSION" in check.stdout
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Nightly leaderboard" in summary and "## flux-dev on NVIDIA H200" in summary and "REGRESSION" in summary
+    assert run("promote").returncode == 0
+    assert run("check").returncode == 0  # tonight is now the baseline
