@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = leaderboard.render(records, out)
     grids, plots = [], []
     if not args.no_images:
-        from reports import grid, plots as plotting
+        from reports import grid
+        from reports import plots as plotting
 
         grids = grid.render(records, out / "grids", tile=args.tile)
         plots = plotting.render(records, out / "plots")

@@ -41,11 +41,22 @@ def _triton_available() -> bool:
         return False
 
 
+#: Graphs the compiled dequantization may keep: one per (weight type, group layout, dtype) that a model
+#: really has. Dynamo's default limit (8) is below what FLUX's layer zoo needs.
+DEQUANTIZE_RECOMPILE_LIMIT = 64
+
+
 def _compiled_dequantize():
-    """torch.compile'd `dequantize_2d` (one dynamic-shape graph per weight type)."""
+    """torch.compile'd `dequantize_2d` (dynamic shapes). Not fullgraph: past the recompile limit a
+    call falls back to eager instead of failing the run."""
     fn = _COMPILED.get("dequantize")
     if fn is None:
-        fn = _COMPILED["dequantize"] = torch.compile(dequantize_2d, dynamic=True, fullgraph=True)
+        import torch._dynamo.config as dynamo_config
+
+        for knob in ("recompile_limit", "cache_size_limit"):  # renamed across torch releases
+            if hasattr(dynamo_config, knob):
+                setattr(dynamo_config, knob, max(getattr(dynamo_config, knob), DEQUANTIZE_RECOMPILE_LIMIT))
+        fn = _COMPILED["dequantize"] = torch.compile(dequantize_2d, dynamic=True)
     return fn
 
 

@@ -125,3 +125,50 @@ def test_slurm_preset_generates_a_one_gpu_array_job(tmp_path, store_path):
     assert (capture / "args.txt").read_text().splitlines()[-1].endswith(".sh")
     # Nothing ran: no record was written.
     assert not Path(store_path).exists() or ResultStore(store_path).count() == 0
+
+
+def _compose(overrides, hydra_config=True):
+    from hydra import compose, initialize_config_dir
+
+    from harness.config import register
+
+    register()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_config)
+
+
+@pytest.mark.parametrize("experiment, models, cells", [("nightly", {"flux-dev", "sdxl"}, 10),
+                                                       ("leaderboard-sdxl", {"sdxl"}, 12)])
+def test_experiment_cells_all_validate(experiment, models, cells):
+    """Every combination the experiment sweeps is a valid cell, or a dtype outside that engine's vocabulary
+    (skipped by the sweep); the sweep covers the cells it promises."""
+    import itertools
+
+    from harness.validate import ConfigError, validate
+
+    cfg = _compose([f"+experiment={experiment}"])
+    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    valid = set()
+    for combo in itertools.product(*params.values()):
+        overrides = [f"+experiment={experiment}", *(f"{k}={v}" for k, v in zip(params, combo))]
+        try:
+            cell = validate(_compose(overrides, hydra_config=False))
+        except ConfigError as exc:
+            assert "does not support dtype" in str(exc), exc
+            continue
+        valid.add((cell.model["name"], cell.engine, cell.dtype))
+    assert {m for m, _, _ in valid} == models and len(valid) == cells
+
+
+@pytest.mark.parametrize("preset, target", [
+    ("joblib-gpus", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+    ("slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher")])
+def test_launcher_presets_compose(preset, target, monkeypatch):
+    monkeypatch.setenv("HARNESS_GPU_JOBS", "4")
+    cfg = _compose([f"hydra/launcher={preset}", "+experiment=nightly"])
+    assert cfg.hydra.launcher._target_ == target
+    if preset == "joblib-gpus":
+        assert cfg.hydra.launcher.n_jobs == 4
+        assert cfg.hydra.callbacks.one_gpu_per_job._target_ == "harness.gpus.OneGpuPerJob"
+    else:
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1

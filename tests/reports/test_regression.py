@@ -1,4 +1,7 @@
 import copy
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -123,10 +126,6 @@ def test_config_file_matches_the_builtin_defaults():
 
 def test_nightly_script_reports_checks_and_promotes(tmp_path, baseline):
     """scripts/nightly.sh glue without a GPU: report, check (fails on the slowdown), promote, check again."""
-    import os
-    import subprocess
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[2] / "scripts" / "nightly.sh"
     last = _store(tmp_path / "last.sqlite", baseline)
     records = night(baseline)
