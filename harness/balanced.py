@@ -144,6 +144,7 @@ class Unit:
     depth: int = 0
     pinned: bool = False
     pin_tried: bool = False
+    resized: bool = False
     handles: list = field(default_factory=list)
     #: Plain tensors: [(CPU master, [(module, "p"|"b", key), ...])], one entry per distinct tensor.
     slots: list = field(default_factory=list)
@@ -396,6 +397,9 @@ class BalancedOffload:
         if to_device and self.pin_memory:
             pin(unit)  # once, at the first move: lands in the first call, not in steady state
         copied = move(unit, self.device, to_device)
+        if to_device and unit.generic and not unit.resized:
+            # bitsandbytes quantizes at its first move to the GPU: plan with the real size from now on
+            unit.nbytes, unit.resized = module_nbytes(nn.Module(), extra=unit.tensors()), True
         c = comp.counters
         c["moves_to_device" if to_device else "moves_to_host"] += 1
         c["bytes_to_device" if to_device else "bytes_to_host"] += copied

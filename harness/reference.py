@@ -2,10 +2,12 @@
 cell that compares against them."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,3 +48,16 @@ def save(cache_dir: str, key: str, images: list[torch.Tensor], meta: dict) -> Pa
     (target / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     os.replace(tmp, target / "images.pt")
     return target
+
+
+@contextmanager
+def lock(cache_dir: str, key: str):
+    """An exclusive lock (flock) for computing reference ``key``: processes sharing the cache wait."""
+    path = Path(cache_dir) / "reference" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

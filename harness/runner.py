@@ -102,17 +102,11 @@ def run(cell: Cell, run_dir: str, echo=print) -> dict | None:
     ref_key = reference.reference_key(cell, hardware, {k: vers[k] for k in ("torch", "diffusers", "transformers")})
     parent_env = {"device": dev, "device_name": hardware, "versions": vers, "git_sha": env.git_sha()}
 
-    ref_cell = reference_cell(cell)
     if not cell.is_reference and reference.load(cell.run["cache_dir"], ref_key) is None:
-        ref_dir = str(Path(run_dir) / "reference")
-        echo(f"computing BF16 reference images: {describe(ref_cell)}")
-        ref_key_cell = cell_key(ref_cell, hardware, versions(ref_cell))
-        outcome = run_isolated(run_cell, CellJob(ref_cell, ref_dir, ref_key, save_reference=True),
-                               cell.run["timeout_s"])
-        ref_record = build_record(ref_cell, ref_key_cell, outcome, ref_dir, parent_env)
-        _persist(ref_record, ref_dir, store)
-        if outcome["status"] != "ok":
-            echo(f"reference run ended with status {outcome['status']}: {(outcome.get('error') or {}).get('message')}")
+        # Parallel workers of one sweep share the cache: one computes the reference, the others wait.
+        with reference.lock(cell.run["cache_dir"], ref_key):
+            if reference.load(cell.run["cache_dir"], ref_key) is None:
+                _run_reference(reference_cell(cell), ref_key, run_dir, hardware, parent_env, store, echo)
 
     overhead_before = time.perf_counter() - started
     outcome = run_isolated(run_cell, CellJob(cell, run_dir, ref_key, save_reference=cell.is_reference),
@@ -122,6 +116,21 @@ def run(cell: Cell, run_dir: str, echo=print) -> dict | None:
     _persist(record, run_dir, store)
     record["harness_overhead_s"] = overhead_before + (time.perf_counter() - t)
     return record
+
+
+def _run_reference(ref_cell: Cell, ref_key: str, run_dir: str, hardware: str, parent_env: dict,
+                   store: ResultStore, echo) -> None:
+    """Compute and cache the BF16 reference images; the run is stored as the bf16 cell it is."""
+    from harness.cell import CellJob, run_cell
+
+    ref_dir = str(Path(run_dir) / "reference")
+    echo(f"computing BF16 reference images: {describe(ref_cell)}")
+    outcome = run_isolated(run_cell, CellJob(ref_cell, ref_dir, ref_key, save_reference=True),
+                           ref_cell.run["timeout_s"])
+    _persist(build_record(ref_cell, cell_key(ref_cell, hardware, versions(ref_cell)), outcome, ref_dir, parent_env),
+             ref_dir, store)
+    if outcome["status"] != "ok":
+        echo(f"reference run ended with status {outcome['status']}: {(outcome.get('error') or {}).get('message')}")
 
 
 def _persist(record: dict, run_dir: str, store: ResultStore) -> None:

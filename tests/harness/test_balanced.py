@@ -8,7 +8,19 @@ from engines.base import Unsupported, module_nbytes
 from harness import balanced, offload
 from harness.balanced import BalancedOffload, build_units, evictions, plan
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _inference():
+    """As in a pipeline call: no autograd graph (it would hold references to quantized weights). And one
+    intra-op thread: OpenMP workers started in the pytest process would hang the cells that later tests
+    fork from it (libgomp is not fork-safe)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- plan / evictions (pure) ----------------------------------------------------------------------
@@ -351,21 +363,43 @@ def test_config_lists_every_option_with_its_default(compose):
     assert validate(cfg).offload["name"] == "balanced"
 
 
-def test_a_cell_records_placement_and_traffic(compose, cache_dir, store_path, tmp_path, monkeypatch):
-    """The whole cell path (fork, load, offload, generate, record) with the CPU standing in for the GPU:
-    offload.check is lifted for this test only, the usable memory is given in the config."""
-    from harness import runner
-    from harness.validate import validate
+_CELL = """
+import json, sys
+from harness import offload, runner
+from harness.app import register
+from hydra import compose, initialize_config_dir
+from harness.validate import validate
 
-    monkeypatch.setattr(offload, "check", lambda name, device: None)  # inherited by the forked cell
-    cell = validate(compose([f"run.cache_dir={cache_dir}", f"run.store={store_path}", "run.device=cpu",
-                             "engine=sdnq", "dtype=int8", "offload=balanced", "offload.options.usable_gib=0.0005",
-                             "workload.height=64", "workload.width=64", "workload.steps=2",
-                             "metrics.save_images=false"]))
-    record = runner.run(cell, str(tmp_path / "run"))
+offload.check = lambda name, device: None  # lifted for this run only (the forked cell inherits it)
+register()
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    cell = validate(compose(config_name="config", overrides=sys.argv[3:]))
+record = runner.run(cell, sys.argv[2])
+print("RECORD " + json.dumps({k: record[k] for k in ("status", "error", "offload_report", "quality")}))
+"""
+
+
+def test_a_cell_records_placement_and_traffic(cache_dir, store_path, tmp_path):
+    """The whole cell path (fork, load, offload, generate, record) with the CPU standing in for the GPU:
+    offload.check is lifted and the usable memory given in the config. In a fresh process: a cell is
+    forked, and this test process has run torch ops (fork-unsafe thread pools)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import CONF
+
+    overrides = [f"run.cache_dir={cache_dir}", f"run.store={store_path}", "run.device=cpu", "engine=sdnq",
+                 "dtype=int8", "offload=balanced", "offload.options.usable_gib=0.0005", "workload.height=64",
+                 "workload.width=64", "workload.steps=2", "metrics.save_images=false"]
+    proc = subprocess.run([sys.executable, "-c", _CELL, str(CONF), str(tmp_path / "run"), *overrides],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout.split("RECORD ", 1)[1])
     assert record["status"] == "ok", record["error"]
     report = record["offload_report"]
-    assert report["mode"] == "balanced" and report["usable_gib"] == pytest.approx(0.0005, rel=1e-4) and report["high_watermark"] == 0.7
+    assert report["mode"] == "balanced" and report["high_watermark"] == 0.7
+    assert report["usable_gib"] == pytest.approx(0.0005, rel=1e-4)
     t = report["components"]["transformer"]
     assert t["quantized_units"] > 0 and t["resident_units"] > 0 and t["streamed_units"] > 0
     assert t["dispatches"] == 2  # warm-up call + timed call

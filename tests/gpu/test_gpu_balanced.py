@@ -1,6 +1,12 @@
 """Balanced offload on the GPU (`pytest -m gpu`): module devices during a run, peak memory under a cap,
-quantized layers (torchao, SDNQ) never split from their scales, and a whole cell through the CLI."""
+quantized layers (torchao, SDNQ) never split from their scales, and a whole cell through the CLI.
+
+Each check runs in a fresh Python process (`_in_child`): CUDA initialised in the pytest process would make
+the harness's later in-process cells spawn instead of fork, and tests/gpu/test_gpu_cells.py checks that
+the parent holds no CUDA context."""
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,11 +14,18 @@ from torch import nn
 
 from harness import balanced, offload
 from harness.balanced import build_units
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda:0")
 GIB = 2**30
-torch.set_grad_enabled(False)
+
+
+def _in_child(check: str, *args) -> None:
+    code = f"import sys; from tests.gpu.test_gpu_balanced import {check}; {check}(*sys.argv[1:])"
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
 
 
 def _tensors(t: torch.Tensor):
@@ -35,6 +48,11 @@ def _devices(module: nn.Module) -> set[str]:
     return out
 
 
+def _unit_devices(unit) -> set[str]:
+    """Where a unit's own tensors are (a layer's children are units of their own unless it is quantized)."""
+    return {x.device.type for t in unit.tensors() for x in _tensors(t)}
+
+
 def _tiny_pipe(cache_dir):
     from harness import synthetic
 
@@ -45,6 +63,11 @@ def _tiny_pipe(cache_dir):
 
 
 def test_module_devices_during_a_pipeline_run(cache_dir):
+    _in_child("check_module_devices", cache_dir)
+
+
+@torch.no_grad()
+def check_module_devices(cache_dir):
     pipe = _tiny_pipe(cache_dir)
     transformer_bytes = sum(u.nbytes for u in build_units(pipe.transformer))
     # usable memory such that half the transformer fits under the high watermark
@@ -55,12 +78,12 @@ def test_module_devices_during_a_pipeline_run(cache_dir):
     assert pipe._execution_device.type == "cuda"
     manager = pipe._balanced_offload
     units = manager.components["transformer"].units
-    before = {u.name: _devices(u.roots[0]) for u in units}
+    before = {u.name: _unit_devices(u) for u in units}
     assert all(d == {"cpu"} for d in before.values())  # nothing on the GPU before the first call
 
     during = []
     for unit in units:
-        unit.roots[0].register_forward_pre_hook(lambda m, a, u=unit: during.append((u.name, _devices(m))))
+        unit.roots[0].register_forward_pre_hook(lambda m, a, u=unit: during.append((u.name, _unit_devices(u))))
     text_encoder_during_transformer = []
     pipe.transformer.x_embedder.register_forward_pre_hook(
         lambda m, a: text_encoder_during_transformer.append(_devices(pipe.text_encoder)))
@@ -73,7 +96,7 @@ def test_module_devices_during_a_pipeline_run(cache_dir):
     resident = {u.name for u in units if u.on_device}
     for unit in units:
         if unit.name not in resident:
-            assert _devices(unit.roots[0]) == {"cpu"}, unit.name
+            assert _unit_devices(unit) == {"cpu"}, unit.name
     # the transformer's dispatch sent the idle CLIP encoder back to the CPU (GPU use above the low watermark)
     assert text_encoder_during_transformer and text_encoder_during_transformer[0] == {"cpu"}
 
@@ -90,6 +113,11 @@ class Stack(nn.Module):
 
 
 def test_peak_memory_stays_under_the_cap():
+    _in_child("check_peak_memory_under_cap")
+
+
+@torch.no_grad()
+def check_peak_memory_under_cap():
     torch.manual_seed(0)
     model = Stack()  # 24 x 128 MiB = 3 GiB
     x = torch.randn(16, 8192, dtype=torch.bfloat16)
@@ -129,6 +157,11 @@ def _quantized(engine, dtype):
 
 @pytest.mark.parametrize("engine, dtype", [("torchao", "int8"), ("sdnq", "int8"), ("sdnq", "uint4")])
 def test_quantized_layers_are_never_split(engine, dtype):
+    _in_child("check_quantized_never_split", engine, dtype)
+
+
+@torch.no_grad()
+def check_quantized_never_split(engine, dtype):
     model = _quantized(engine, dtype)
     x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
     model.to(CUDA)
