@@ -5,7 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-outputs/gpu_engines}
 mkdir -p "$OUT"
-export HARNESS_STORE=${HARNESS_STORE:-$OUT/results.sqlite} HARNESS_CACHE=${HARNESS_CACHE:-/tmp/harness-cache} PYTHONUNBUFFERED=1
+export HARNESS_GIT_SHA=${HARNESS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)} HARNESS_STORE=${HARNESS_STORE:-$OUT/results.sqlite} HARNESS_CACHE=${HARNESS_CACHE:-/tmp/harness-cache} PYTHONUNBUFFERED=1
 python -m harness -m model=flux-dev workload=quick workload.steps=4 run.timeout_s=${CELL_TIMEOUT:-240} \
   metrics.save_images=false hydra.sweep.dir="$HARNESS_CACHE/multirun/\${now:%H%M%S}" "$@" 2>&1 \
   | grep -E "^\[|^skip|rror" | tee -a "$OUT/cells.txt"
