@@ -1,31 +1,33 @@
 """Every registered engine x dtype, through the whole harness, on both tiny models (CPU).
 
 A cell must end `ok` (weights really smaller, modules really converted) or `unsupported` with a
-reason; never `error`. Runs in-process through `harness.runner` (each cell still forks)."""
+reason; never `error`. The sweep runs once per session in a clean subprocess (see sweep_every_engine.py)."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from engines.registry import available, get_engine_class
+from harness.store import ResultStore
+from tests.harness.sweep_every_engine import CELLS, MODELS
 
-CELLS = [(engine, dtype) for engine in available() if engine not in ("fault",)
-         for dtype in get_engine_class(engine).dtypes]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    return tmp_path_factory.mktemp("every-engine") / "results.sqlite"
+def records(tmp_path_factory, cache_dir):
+    work = tmp_path_factory.mktemp("every-engine")
+    store = work / "results.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "tests.harness.sweep_every_engine", str(cache_dir),
+                           str(store), str(work / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {(r["model"], r["engine"], r["dtype"]): r for r in ResultStore(store).records()}
 
 
-@pytest.mark.parametrize("model", ["flux-tiny", "sdxl-tiny"])
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("engine, dtype", CELLS, ids=[f"{e}-{d}" for e, d in CELLS])
-def test_cell_is_ok_or_declared_unsupported(compose, cache_dir, shared_store, tmp_path, model, engine, dtype):
-    from harness import runner
-    from harness.validate import validate
-
-    cell = validate(compose([f"model={model}", f"engine={engine}", f"dtype={dtype}", f"run.cache_dir={cache_dir}",
-                             f"run.store={shared_store}", "workload.height=64", "workload.width=64",
-                             "workload.steps=2", "metrics.save_images=false", "metrics.lpips=false",
-                             "metrics.clip=false", "run.device=cpu"]))
-    record = runner.run(cell, str(tmp_path / "run"), echo=lambda *_: None)
+def test_cell_is_ok_or_declared_unsupported(records, model, engine, dtype):
+    record = records[(model, engine, dtype)]
     assert record["status"] in ("ok", "unsupported"), record["error"]
     if record["status"] == "unsupported":
         assert record["error"]["reason"]
