@@ -6,7 +6,8 @@ Keys (README documents them for users):
   model, engine, dtype, mode, components, offload, compile, workload {...},
   metrics {load_s, read_s, quantize_s, move_s, first_call_s, steps_per_s, step_s, s_per_image,
            mem_after_load_gib, reserved_after_load_gib, peak_mem_gib, peak_reserved_gib,
-           host_peak_rss_gib, weight_gib, reference_weight_gib, total_weight_gib, memory_kind},
+           host_peak_rss_gib, weight_gib, reference_weight_gib, total_weight_gib, memory_kind,
+           harness_overhead_s},
   quality {psnr_db, ssim, ms_ssim, lpips, clip_score, unavailable {metric: reason}, reference,
            synthetic_weights, note},
   engine_report, offload_report, compile_report, env, config, run_dir, images, wall_s.
