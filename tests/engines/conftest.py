@@ -90,6 +90,17 @@ class Tiny:
         inputs, ref, ref_bytes = self.reference(name)
         return ref_bytes / module_nbytes(model), rel_error(output(model, inputs), ref)
 
+    def check_post_mode(self, engine, name, min_ratio, max_error):
+        """Quantize a fresh tiny ``name`` with ``engine`` (post mode) and assert every target module was
+        converted, bytes shrank by at least ``min_ratio`` and the output error is at most ``max_error``."""
+        model = engine.quantize(name, self.make(name))
+        counts = engine.verify(name, model)
+        assert counts["quantized_modules"] == counts["target_modules"] > 0, counts
+        ratio, error = self.compare(name, model)
+        assert ratio >= min_ratio, ratio
+        assert error <= max_error, error
+        return model
+
 
 @pytest.fixture(scope="session")
 def tiny():

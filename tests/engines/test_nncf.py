@@ -18,14 +18,7 @@ def engine(dtype, **options):
 
 @pytest.mark.parametrize("dtype", NNCFEngine.dtypes, ids=lambda d: f"nncf-{d}")
 def test_post_mode_flux(tiny, dtype):
-    eng = engine(dtype)
-    model = eng.quantize("transformer", tiny.make("transformer"))
-    counts = eng.verify("transformer", model)
-    assert counts["quantized_modules"] == counts["target_modules"] > 0
-    ratio, error = tiny.compare("transformer", model)
-    min_ratio, max_error = EXPECT[dtype]
-    assert ratio >= min_ratio, ratio
-    assert error <= max_error, error
+    tiny.check_post_mode(engine(dtype), "transformer", *EXPECT[dtype])
 
 
 @pytest.mark.parametrize("quant_conv", [False, True], ids=["linears", "quant-conv"])

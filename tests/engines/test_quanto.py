@@ -17,14 +17,7 @@ def engine(dtype, mode="post"):
 
 @pytest.mark.parametrize("dtype", QuantoEngine.dtypes, ids=lambda d: f"quanto-{d}")
 def test_post_mode_flux(tiny, dtype):
-    eng = engine(dtype)
-    model = eng.quantize("transformer", tiny.make("transformer"))
-    counts = eng.verify("transformer", model)
-    assert counts["quantized_modules"] == counts["target_modules"] > 0
-    ratio, error = tiny.compare("transformer", model)
-    min_ratio, max_error = EXPECT[dtype]
-    assert ratio >= min_ratio, ratio
-    assert error <= max_error, error
+    tiny.check_post_mode(engine(dtype), "transformer", *EXPECT[dtype])
 
 
 @pytest.mark.parametrize("dtype", [
