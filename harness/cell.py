@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from engines.base import Unsupported
 from engines.registry import get_engine_class
 from harness import compilation, env, offload, quality, reference
 from harness.generate import generate
@@ -38,6 +39,22 @@ def quiet() -> None:
     warnings.filterwarnings("ignore")
 
 
+def apply_gpu_cap(run: dict, device: torch.device) -> float | None:
+    """Cap this process's GPU memory (``run.gpu_memory_fraction`` or ``run.gpu_memory_gib``); return the
+    cap in GiB, or None when uncapped. A GiB cap above the card is `Unsupported` (the GPU is too small)."""
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = run.get("gpu_memory_fraction")
+    if run.get("gpu_memory_gib"):
+        fraction = run["gpu_memory_gib"] * 2**30 / total
+        if fraction > 1:
+            raise Unsupported(f"run.gpu_memory_gib={run['gpu_memory_gib']:g} is more than this GPU has "
+                              f"({total / 2**30:.1f} GiB)")
+    if not fraction:
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return round(fraction * total / 2**30, 3)
+
+
 def run_cell(job: CellJob) -> dict:
     """Run ``job`` and return the payload of a result record (metrics, quality, reports, env)."""
     quiet()
@@ -53,9 +70,10 @@ def run_cell(job: CellJob) -> dict:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         if device.type == "cuda":
             torch.cuda.set_device(device)
-            if cell.run.get("gpu_memory_fraction"):
-                torch.cuda.set_per_process_memory_fraction(cell.run["gpu_memory_fraction"], device)
+            cap_gib = apply_gpu_cap(cell.run, device)
         partial["env"] = env.collect(device, tuple(engine_cls.package_versions()))
+        if device.type == "cuda":
+            partial["env"]["gpu_cap_gib"] = cap_gib
         engine = engine_cls(cell.dtype, cell.mode, cell.engine_options)
         partial["engine_report"] = engine.describe()
         engine.check_platform(device)

@@ -105,6 +105,8 @@ class RunConfig:
     isolate: bool = True
     #: Cap on GPU memory as a fraction of the card (simulated smaller GPU); None = no cap.
     gpu_memory_fraction: Optional[float] = None
+    #: The same cap in GiB ("does it fit in 24 GB?"); at most one of the two may be set.
+    gpu_memory_gib: Optional[float] = None
     #: Cap on the cell process's address space in GiB (RLIMIT_AS): a host out-of-memory then ends the
     #: cell with status oom instead of waking the kernel's OOM killer. None = no cap.
     host_memory_limit_gib: Optional[float] = None

@@ -8,7 +8,11 @@ process, whatever kills it). So no two jobs share a GPU, whatever order the laun
 which a mapping from ``hydra.job.num`` to a GPU index cannot promise once jobs take unequal times. Leases
 are per host, so two sweeps started side by side share the GPUs too.
 
-Each job writes ``gpu.json`` (GPU, worker pid, start and end times) into its output folder.
+``slots`` > 1 lets that many jobs share one GPU (lease files ``gpu<N>.lock``, ``gpu<N>-1.lock``, ...; every
+GPU's first slot is handed out before any second one). Only for sweeps whose timings do not matter, such as
+the error matrix, and with ``run.gpu_memory_fraction`` at most 1/slots so that the jobs cannot starve each other.
+
+Each job writes ``gpu.json`` (GPU, slot, worker pid, start and end times) into its output folder.
 """
 from __future__ import annotations
 
@@ -47,9 +51,10 @@ class OneGpuPerJob(Callback):
     gpus: GPU ids to hand out ("0,1" or a list); None = the GPUs visible to the launching process.
     lock_dir: where the lease files live (one host, one folder); None = ``$TMPDIR/harness-gpu-leases``.
     wait_s: how long a job waits for a free GPU before failing.
+    slots: jobs that may share one GPU (1 = a GPU per job).
     """
 
-    def __init__(self, gpus: Any = None, lock_dir: str | None = None, wait_s: float = 24 * 3600):
+    def __init__(self, gpus: Any = None, lock_dir: str | None = None, wait_s: float = 24 * 3600, slots: int = 1):
         if isinstance(gpus, str):
             gpus = [g.strip() for g in gpus.split(",") if g.strip()]
         elif isinstance(gpus, int):
@@ -57,7 +62,10 @@ class OneGpuPerJob(Callback):
         self.gpus = [str(g) for g in gpus] if gpus else visible_gpus()
         self.lock_dir = lock_dir or str(Path(tempfile.gettempdir()) / "harness-gpu-leases")
         self.wait_s = wait_s
-        self._lease: tuple[int, str] | None = None
+        self.slots = int(slots)
+        if self.slots < 1:
+            raise ValueError(f"OneGpuPerJob: slots must be at least 1, got {slots}")
+        self._lease: tuple[int, str, int] | None = None
         self._saved_env: str | None = None
         self._started = 0.0
 
@@ -71,14 +79,15 @@ class OneGpuPerJob(Callback):
         Path(self.lock_dir).mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait_s
         while self._lease is None:
-            for gpu in self.gpus:
-                fd = os.open(Path(self.lock_dir) / f"gpu{gpu}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+            for slot, gpu in ((s, g) for s in range(self.slots) for g in self.gpus):
+                name = f"gpu{gpu}.lock" if slot == 0 else f"gpu{gpu}-{slot}.lock"
+                fd = os.open(Path(self.lock_dir) / name, os.O_RDWR | os.O_CREAT, 0o666)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
                     continue
-                self._lease = (fd, gpu)
+                self._lease = (fd, gpu, slot)
                 break
             else:
                 if time.monotonic() > deadline:
@@ -87,15 +96,16 @@ class OneGpuPerJob(Callback):
         self._saved_env = os.environ.get("CUDA_VISIBLE_DEVICES")
         os.environ["CUDA_VISIBLE_DEVICES"] = self._lease[1]
         self._started = time.time()
-        log.info("job %s: GPU %s (worker pid %d)", config.hydra.job.num, self._lease[1], os.getpid())
+        log.info("job %s: GPU %s slot %d (worker pid %d)", config.hydra.job.num, self._lease[1], self._lease[2],
+                 os.getpid())
 
     def on_job_end(self, config, job_return=None, **kwargs) -> None:
         if self._lease is None:
             return
-        fd, gpu = self._lease
+        fd, gpu, slot = self._lease
         out = Path(str(config.hydra.runtime.output_dir))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu.json").write_text(json.dumps({"gpu": gpu, "pid": os.getpid(), "job": config.hydra.job.num,
+        (out / "gpu.json").write_text(json.dumps({"gpu": gpu, "slot": slot, "pid": os.getpid(), "job": config.hydra.job.num,
                                                   "start": self._started, "end": time.time()}))
         if self._saved_env is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)

@@ -68,12 +68,17 @@ def cell_key(cell: Cell, hardware: str, vers: dict) -> str:
                 "offload": cell.offload, "compile": cell.compile, "workload": cell.workload,
                 "metrics": cell.metrics, "device": cell.run["device"], "hardware": hardware,
                 "gpu_memory_fraction": cell.run.get("gpu_memory_fraction"), "versions": vers}
+    if cell.run.get("gpu_memory_gib"):  # only when set, so that the keys of earlier records stay valid
+        identity["gpu_memory_gib"] = cell.run["gpu_memory_gib"]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def reference_cell(cell: Cell) -> Cell:
-    """The BF16 cell whose images ``cell`` is compared with: same model and workload, no offload/compile."""
+    """The BF16 cell whose images ``cell`` is compared with: same model and workload, no offload/compile,
+    no GPU memory cap (the reference must fit whatever the cell under test simulates)."""
     config = json.loads(json.dumps(cell.config))
+    run = {**cell.run, "gpu_memory_fraction": None, "gpu_memory_gib": None}
+    config["run"] = {**config.get("run", {}), "gpu_memory_fraction": None, "gpu_memory_gib": None}
     config["engine"] = {"name": "bf16", "mode": "post", "components": ["denoiser"], "options": {}}
     config["dtype"] = "bf16"
     config["offload"] = {"name": "none", "options": {}}
@@ -81,7 +86,7 @@ def reference_cell(cell: Cell) -> Cell:
     denoiser = "transformer" if cell.model["family"] == "flux" else "unet"
     return dataclasses.replace(cell, config=config, engine="bf16", dtype="bf16", mode="post",
                                components=[denoiser], engine_options={}, offload=config["offload"],
-                               compile=config["compile"], requires=[])
+                               compile=config["compile"], requires=[], run=run)
 
 
 def run(cell: Cell, run_dir: str, echo=print) -> dict | None:

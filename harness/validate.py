@@ -106,6 +106,12 @@ def validate(cfg: DictConfig) -> Cell:
     frac = run.get("gpu_memory_fraction")
     if frac is not None and not 0 < frac <= 1:
         raise ConfigError(f"run.gpu_memory_fraction must be in (0, 1], got {frac}")
+    cap_gib = run.get("gpu_memory_gib")
+    if cap_gib is not None and not cap_gib > 0:
+        raise ConfigError(f"run.gpu_memory_gib must be positive, got {cap_gib}")
+    if frac is not None and cap_gib is not None:
+        raise ConfigError("set run.gpu_memory_fraction or run.gpu_memory_gib, not both "
+                          f"(got {frac} and {cap_gib})")
     host_cap = run.get("host_memory_limit_gib")
     if host_cap is not None and not host_cap > 0:
         raise ConfigError(f"run.host_memory_limit_gib must be positive, got {host_cap}")

@@ -1,7 +1,8 @@
 """``python -m reports [--store S] [--out DIR]``: every report from the result store.
 
 Writes into DIR: ``leaderboard.md`` and ``leaderboard.csv``, ``matrix.md`` and ``matrix.csv`` (the error
-matrix), ``index.html`` (self-contained: tables, plots,
+matrix), ``offload.md`` and ``offload.csv`` (offload modes side by side, when the store has offloaded cells),
+``index.html`` (self-contained: tables, plots,
 grids, error matrix), ``grids/*.png`` (BF16 beside each engine) and ``plots/*.png`` (memory vs quality vs
 speed, speed, memory). The store is an SQLite file or a ``postgresql://`` URL.
 """
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from harness.store import ResultStore, is_postgres_url
-    from reports import html, leaderboard, matrix
+    from reports import html, leaderboard, matrix, offload
 
     if not is_postgres_url(args.store) and not Path(args.store).is_file():
         print(f"error: no result store at {args.store} (run a cell first, or pass --store)", file=sys.stderr)
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     paths = leaderboard.render(records, out)
     paths.update({f"matrix_{kind}": path for kind, path in matrix.render(records, out).items()})
+    if any(r.get("offload") not in (None, "none") for r in records):
+        paths.update(offload.render(records, out))
     grids, plots = [], []
     if not args.no_images:
         from reports import grid

@@ -223,8 +223,12 @@ def provenance(records: list[dict]) -> list[tuple[str, str]]:
         ("harness", values(e.get("git_sha") for e in envs)),
         ("cells", f"{len(records)}, measured {created[0] if created else '?'} .. {created[-1] if created else '?'}"),
     ]
-    if caps:
-        info.append(("GPU memory cap", values(caps, lambda c: f"{c:g} of the card")))
+    cap_gib = {(r.get("env") or {}).get("gpu_cap_gib") for r in records} - {None}
+    if caps or cap_gib:
+        text = values(caps, lambda c: f"{c:g} of the card") if caps else ""
+        if cap_gib:
+            text = (text + " = " if text else "") + values(cap_gib, lambda c: f"{c:g} GiB")
+        info.append(("GPU memory cap", text + " per cell (cells may share a GPU; a cap keeps them apart)"))
     if any((r.get("quality") or {}).get("synthetic_weights") for r in records):
         info.append(("weights", "synthetic (random): statuses are real, quality is not measured here"))
     return info

@@ -37,6 +37,10 @@ CONFIGS = {
     "sdnq int8 + qmm (compiled)": dict(kind="sdnq", dtype="int8", qmm=True, compile=True),
     "sdnq float8_e4m3fn + qmm (compiled)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, compile=True),
     "sdnq int8 + qmm eager": dict(kind="sdnq", dtype="int8", qmm=True),
+    "bf16 regional": dict(kind="bf16", compile="regional"),
+    "sdnq int8 regional": dict(kind="sdnq", dtype="int8", compile="regional"),
+    "sdnq int8 + qmm (regional)": dict(kind="sdnq", dtype="int8", qmm=True, compile="regional"),
+    "sdnq float8_e4m3fn + qmm (regional)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, compile="regional"),
     "torchao int8 weight-only": dict(kind="torchao", recipe="int8wo"),
     "torchao float8 dynamic (compiled)": dict(kind="torchao", recipe="float8dq", compile=True),
 }
@@ -104,7 +108,7 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-    model = copy.deepcopy(base) if spec["kind"] != "bf16" else base
+    model = copy.deepcopy(base) if spec["kind"] != "bf16" or spec.get("compile") == "regional" else base
     t = time.perf_counter()
     if spec["kind"] == "sdnq":
         from engines.registry import get_engine_class
@@ -123,8 +127,12 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
     sync(device)
     seconds = time.perf_counter() - t
     peak = (torch.cuda.max_memory_allocated() - before) if device == "cuda" else 0
-    if spec.get("compile"):
-        model = torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    mode = None if compile_mode == "default" else compile_mode
+    if spec.get("compile") == "regional":  # the repeated blocks only: one compile per block class
+        for block in [*model.transformer_blocks, *model.single_transformer_blocks]:
+            block.compile(mode=mode)
+    elif spec.get("compile"):
+        model = torch.compile(model, mode=mode)
     return model, seconds, peak
 
 
@@ -135,17 +143,33 @@ def bench_one(name, spec, base, x, ref, args):
         for _ in range(args.warmup):
             model(**x)
         times = [timed(lambda: model(**x)[0], args.device)[1] for _ in range(args.iters)]
+        profile = _profile(model, x, args) if args.profile else None
     inner = getattr(model, "_orig_mod", model)
     row = {"config": name, "s_per_step": statistics.median(times), "first_call_s": first,
            "weights_gib": module_nbytes(inner) / 2 ** 30 if spec["kind"] != "torchao" else _ao_bytes(inner) / 2 ** 30,
            "quantize_s": q_s, "quantize_peak_extra_gib": q_peak / 2 ** 30,
            "rel_err_vs_bf16": float((out.float() - ref).norm() / ref.norm())}
+    if profile:
+        row["profile"] = profile
+        print(f"--- profile of one forward: {name}\n{profile}", flush=True)
     del model, inner, out
     gc.collect()
     if args.device == "cuda":
         torch.cuda.empty_cache()
     torch._dynamo.reset()
     return row
+
+
+def _profile(model, x, args) -> str:
+    """Kernel-level breakdown of one forward (torch.profiler): where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with profile(activities=acts) as prof:
+        model(**x)
+        sync(args.device)
+    key = "cuda_time_total" if args.device == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=args.profile_rows, max_name_column_width=60)
 
 
 def _ao_bytes(model):
@@ -193,6 +217,8 @@ def main(argv=None):
     p.add_argument("--configs", default="all", help="comma-separated names from: " + "; ".join(CONFIGS))
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune-no-cudagraphs, ...)")
     p.add_argument("--no-pre", action="store_true", help="skip the pre-mode memory measurement")
+    p.add_argument("--profile", action="store_true", help="print a torch.profiler kernel table of one forward")
+    p.add_argument("--profile-rows", type=int, default=15)
     args = p.parse_args(argv)
     args.device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     if args.device == "cpu" and not args.tiny:

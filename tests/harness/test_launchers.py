@@ -43,6 +43,23 @@ def test_each_running_job_leases_its_own_gpu(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "job1" / "gpu.json").read_text())["gpu"] == "1"
 
 
+def test_slots_let_jobs_share_a_gpu_first_slots_first(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    workers = [OneGpuPerJob(gpus="0,1", lock_dir=str(tmp_path / "leases"), wait_s=0.2, slots=2) for _ in range(5)]
+    seen = []
+    for n, w in enumerate(workers[:4]):
+        w.on_job_start(_job(tmp_path, n))
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["0", "1", "0", "1"]  # every GPU's first slot before any second one
+    with pytest.raises(TimeoutError):
+        workers[4].on_job_start(_job(tmp_path, 4))
+    for n, w in enumerate(workers[:4]):
+        w.on_job_end(_job(tmp_path, n))
+    assert json.loads((tmp_path / "job2" / "gpu.json").read_text())["slot"] == 1
+    with pytest.raises(ValueError, match="slots must be at least 1"):
+        OneGpuPerJob(gpus="0", slots=0)
+
+
 def test_gpu_list_defaults_to_the_visible_gpus(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert OneGpuPerJob().gpus == ["2", "3"]

@@ -16,6 +16,8 @@ from harness.validate import ConfigError, validate
     (["offload.name=balanc"], "Unknown offload mode 'balanc'"),
     (["run.timeout_s=0"], "run.timeout_s must be positive"),
     (["run.gpu_memory_fraction=1.5"], "run.gpu_memory_fraction must be in (0, 1]"),
+    (["run.gpu_memory_gib=-2"], "run.gpu_memory_gib must be positive"),
+    (["run.gpu_memory_gib=24", "run.gpu_memory_fraction=0.2"], "not both"),
     (["model.path=/nonexistent/flux"], "model.path '/nonexistent/flux' does not exist"),
     (["model.path=someorg/not-cached-model"], "is not in the Hugging Face cache"),
 ])

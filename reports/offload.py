@@ -1,0 +1,170 @@
+"""Offload modes side by side: for each model x engine:dtype x GPU memory cap, every offload mode's status,
+seconds per step and peak GPU memory, and how balanced offload compares with the others.
+
+Balanced offload's targets (issue 5): peak under the cap; at least 3x faster than ``sequential``; at least
+as fast as ``model`` where that fits, else as ``group``. The verdict columns say whether the measured cells
+meet them; a comparison whose cells did not all run says so instead.
+
+    python -m reports.offload --store results/offload.sqlite --out reports/out
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reports.provenance import describe
+
+MODES = ("balanced", "model", "group", "sequential", "none")
+
+
+def cap_gib(record: dict) -> float | None:
+    """The GPU memory cap the cell ran under (GiB), or None when uncapped."""
+    env = record.get("env") or {}
+    if env.get("gpu_cap_gib"):
+        return round(float(env["gpu_cap_gib"]), 1)
+    run = (record.get("config") or {}).get("run") or {}
+    if run.get("gpu_memory_gib"):
+        return round(float(run["gpu_memory_gib"]), 1)
+    if run.get("gpu_memory_fraction") and env.get("gpu_total_gib"):
+        return round(float(run["gpu_memory_fraction"]) * float(env["gpu_total_gib"]), 1)
+    return None
+
+
+def _latest(records: list[dict]) -> dict[tuple, dict]:
+    cells: dict[tuple, dict] = {}
+    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
+        key = (r.get("model"), (r.get("env") or {}).get("device_name") or "unknown", r.get("engine"),
+               r.get("dtype"), r.get("compile"), cap_gib(r), r.get("offload"))
+        cells[key] = r
+    return cells
+
+
+def _s_per_step(record: dict) -> float | None:
+    sps = (record.get("metrics") or {}).get("steps_per_s")
+    return 1.0 / sps if record.get("status") == "ok" and sps else None
+
+
+def comparison(records: list[dict]) -> pd.DataFrame:
+    """One row per model x device x engine:dtype x compile x cap with each mode's figures and the verdicts."""
+    cells = _latest(records)
+    rows: dict[tuple, dict] = {}
+    for (model, device, engine, dtype, comp, cap, mode), r in cells.items():
+        row = rows.setdefault((model, device, engine, dtype, comp, cap), {
+            "model": model, "device": device, "engine:dtype": f"{engine}:{dtype}", "compile": comp,
+            "cap GiB": cap if cap is not None else "card"})
+        m = r.get("metrics") or {}
+        row[f"{mode} status"] = r.get("status")
+        row[f"{mode} s/step"] = _s_per_step(r)
+        row[f"{mode} peak GiB"] = m.get("peak_mem_gib") if r.get("status") == "ok" else None
+        if mode == "balanced":
+            rep = r.get("offload_report") or {}
+            row["balanced resident GiB"] = rep.get("resident_gib")
+            row["balanced GiB moved"] = rep.get("gib_moved")
+    out = [dict(row, **_verdicts(row)) for row in rows.values()]
+    return pd.DataFrame(out)
+
+
+def _verdicts(row: dict) -> dict:
+    bal = row.get("balanced s/step")
+    seq, mod, grp = row.get("sequential s/step"), row.get("model s/step"), row.get("group s/step")
+    out: dict = {}
+    cap = row.get("cap GiB")
+    peak = row.get("balanced peak GiB")
+    out["balanced under cap"] = (None if peak is None or not isinstance(cap, float) else bool(peak < cap))
+    out["x vs sequential"] = round(seq / bal, 2) if bal and seq else None
+    if bal and mod:
+        out["x vs model"], out["vs"] = round(mod / bal, 2), "model"
+    elif bal and grp:
+        out["x vs model"], out["vs"] = None, "group"
+    out["x vs group"] = round(grp / bal, 2) if bal and grp else None
+    if not bal:
+        out["targets met"] = "balanced did not run" if row.get("balanced status") is None else \
+            f"balanced: {row.get('balanced status')}"
+    elif not seq:
+        out["targets met"] = "no sequential figure"
+    else:
+        fair = mod if mod else grp
+        met = (out["x vs sequential"] >= 3 and (fair is None or bal <= fair * 1.0)
+               and out["balanced under cap"] is not False)
+        out["targets met"] = "yes" if met else "no"
+    return out
+
+
+def markdown(records: list[dict]) -> str:
+    df = comparison(records)
+    lines = ["# Offload modes side by side", "",
+             "Seconds per denoising step (median), peak GPU memory allocated, status; `cap` is the simulated GPU "
+             "size (`run.gpu_memory_gib` / `run.gpu_memory_fraction`). Targets for balanced offload: peak under "
+             "the cap, >= 3x faster than sequential, at least as fast as model offload where it fits, else "
+             "as group offload.", ""]
+    if df.empty:
+        return "\n".join(lines + ["No results."]) + "\n"
+    for (model, device), part in df.groupby(["model", "device"], sort=True):
+        recs = [r for r in records if r.get("model") == model
+                and ((r.get("env") or {}).get("device_name") or "unknown") == device]
+        lines += [f"## {model} on {device}", ""]
+        lines += [f"- {k}: {v}" for k, v in describe(recs).items()]
+        lines += ["", _table(part), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(part: pd.DataFrame) -> str:
+    modes = [m for m in MODES if m != "none" or f"{m} status" in part.columns]
+    head = ["engine:dtype", "compile", "cap GiB"] + [f"{m}: s/step, peak GiB" for m in modes] + \
+        ["balanced x vs sequential", "x vs model", "x vs group", "targets met"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in part.sort_values(["engine:dtype", "cap GiB"], key=lambda c: c.astype(str)).iterrows():
+        cells = [row["engine:dtype"], row["compile"], _fmt(row["cap GiB"], 1)]
+        for m in modes:
+            status = row.get(f"{m} status") if f"{m} status" in row else None
+            if status is None or (isinstance(status, float) and pd.isna(status)):
+                cells.append("not run")
+            elif status != "ok":
+                cells.append(str(status))
+            else:
+                cells.append(f"{_fmt(row[f'{m} s/step'])} s, {_fmt(row[f'{m} peak GiB'], 2)}")
+        cells += [_fmt(row.get("x vs sequential"), 2), _fmt(row.get("x vs model"), 2), _fmt(row.get("x vs group"), 2),
+                  _fmt(row.get("targets met"))]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def render(records: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``offload.md`` and ``offload.csv`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv = out / "offload.md", out / "offload.csv"
+    md.write_text(markdown(records))
+    comparison(records).to_csv(csv, index=False)
+    return {"offload_md": md, "offload_csv": csv}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.offload", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", required=True, help="SQLite file or postgresql:// URL")
+    parser.add_argument("--out", default="reports/out")
+    args = parser.parse_args(argv)
+    from harness.store import ResultStore, is_postgres_url
+
+    if not is_postgres_url(args.store) and not Path(args.store).is_file():
+        print(f"error: no result store at {args.store}", file=sys.stderr)
+        return 2
+    for kind, path in render(list(ResultStore(args.store).records()), args.out).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

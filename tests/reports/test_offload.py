@@ -1,0 +1,47 @@
+from reports import offload
+from tests.reports.samples import record
+
+
+def _cell(offload_mode, s_per_step, peak, cap, status="ok", engine="sdnq", dtype="int8"):
+    r = record(engine, dtype, status, offload=offload_mode, steps_per_s=1 / s_per_step if s_per_step else None,
+               peak=peak, error=None if status == "ok" else "CUDA out of memory")
+    r["env"]["gpu_cap_gib"] = cap
+    return r
+
+
+def _records(balanced_s=0.3, model_status="ok"):
+    out = []
+    for cap in (24.0, 16.0):
+        out += [_cell("balanced", balanced_s, cap - 4, cap), _cell("sequential", 3.0, 3.0, cap),
+                _cell("group", 0.5, 5.0, cap),
+                _cell("model", 0.35 if model_status == "ok" else None, 14.0, cap, status=model_status)]
+    return out
+
+
+def test_comparison_has_one_row_per_cap_and_every_mode():
+    df = offload.comparison(_records())
+    assert sorted(df["cap GiB"]) == [16.0, 24.0]
+    row = df[df["cap GiB"] == 24.0].iloc[0]
+    assert row["x vs sequential"] == 10.0 and row["x vs model"] == round(0.35 / 0.3, 2)
+    assert row["balanced under cap"] and row["targets met"] == "yes"
+
+
+def test_slower_than_model_offload_misses_the_target():
+    df = offload.comparison(_records(balanced_s=0.4))
+    assert set(df["targets met"]) == {"no"}
+
+
+def test_group_is_the_yardstick_where_model_offload_does_not_fit():
+    df = offload.comparison(_records(balanced_s=0.45, model_status="oom"))
+    row = df.iloc[0]
+    assert row["vs"] == "group" and row["targets met"] == "yes"
+    assert "oom" in offload.markdown(_records(model_status="oom"))
+
+
+def test_markdown_and_csv_carry_provenance_and_missing_cells(tmp_path):
+    recs = [r for r in _records() if r["offload"] != "sequential"]
+    paths = offload.render(recs, tmp_path)
+    text = paths["offload_md"].read_text()
+    assert "NVIDIA H200" in text and "not run" in text and "no sequential figure" in text
+    assert "Synthetic random weights" in text
+    assert paths["offload_csv"].read_text().startswith("model,")
