@@ -8,6 +8,12 @@ Behaviour:
   (`plan`, first fit in module order). The rest stay on the CPU and are *streamed*: a forward pre-hook
   moves a layer onto the GPU, a forward hook drops it again. A placed component whose streamed layers
   would now fit (memory freed since) has them promoted at its next forward.
+* Each forward of a component measures its *working memory* (activations and streamed layers in flight:
+  peak allocated during the forward minus what was in use when it started; an upper bound, since the
+  allocator's peak is never reset here). Once measured, the component may fill up to ``max_fill`` of the
+  usable memory minus that working memory, above the high watermark: a component that fits whole next to
+  its activations is placed whole from its second forward on (as fast as model offload where that fits),
+  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
 * A placement unit is a leaf in the weight sense: a module that directly owns parameters/buffers
   (its own tensors only, children are their own units). A quantized layer is atomic: a module with
   tensor-subclass weights (torchao, quanto), a bitsandbytes / quanto / GGUF / SDNQ layer or a peft
@@ -43,6 +49,7 @@ DEFAULT_OPTIONS = {
     "low_watermark": 0.2,    # idle components are moved back to the CPU while GPU use is above this
     "pin_memory": True,      # keep the CPU copies of layers in pinned memory (asynchronous, faster copies)
     "usable_gib": None,      # usable GPU memory; None = the per-process cap, else the whole card
+    "max_fill": 0.95,        # with its working memory measured, a component may fill this fraction (None: off)
 }
 
 #: Modules of these packages are quantized layers: never split from their scales.
@@ -344,6 +351,10 @@ class Component:
     max_resident: int = 0
     #: The placement chosen at the latest dispatch or promotion (what the report shows).
     placement: dict = field(default_factory=dict)
+    #: Working memory of one forward in bytes (latest measurement); None = not measured yet.
+    work: int | None = None
+    #: (bytes in use, allocator peak) when the forward in progress started.
+    at_start: tuple[int, int] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -367,22 +378,29 @@ class BalancedOffload:
     ``device``: where layers compute (a CUDA device; tests pass ``cpu`` as a stand-in).
     ``usable``: usable bytes of that device. ``memory_used``: bytes in use on it now; None =
     ``torch.cuda.memory_allocated`` on CUDA, else the bytes of the units this offloader placed there.
+    ``memory_peak``: the allocator's peak so far (to measure working memory); None = 
+    ``torch.cuda.max_memory_allocated`` on CUDA, else not measured. ``max_fill``: see the module docstring.
     """
 
     def __init__(self, device: torch.device | str, usable: int, high_watermark: float = 0.7,
                  low_watermark: float = 0.2, pin_memory: bool = True,
-                 memory_used: Callable[[], int] | None = None):
+                 memory_used: Callable[[], int] | None = None, max_fill: float | None = 0.95,
+                 memory_peak: Callable[[], int] | None = None):
         if not 0 < low_watermark <= high_watermark <= 1:
             raise ValueError(f"balanced offload needs 0 < low_watermark <= high_watermark <= 1, got "
                              f"low={low_watermark}, high={high_watermark}")
         if usable <= 0:
             raise ValueError(f"balanced offload: usable GPU memory must be positive, got {usable} bytes")
+        if max_fill is not None and not 0 < max_fill <= 1:
+            raise ValueError(f"balanced offload needs 0 < max_fill <= 1 (or max_fill null), got {max_fill}")
         self.device = torch.device(device)
         self.usable = int(usable)
         self.high = high_watermark
         self.low = low_watermark
         self.pin_memory = pin_memory and self.device.type == "cuda"
+        self.max_fill = max_fill
         self._memory_used = memory_used
+        self._memory_peak = memory_peak
         self.components: dict[str, Component] = {}
 
     # -- accounting --
@@ -392,6 +410,13 @@ class BalancedOffload:
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device)
         return sum(c.bytes_on_device() for c in self.components.values())
+
+    def peak(self) -> int | None:
+        if self._memory_peak is not None:
+            return int(self._memory_peak())
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return None
 
     def _count(self, comp: Component, unit: Unit, to_device: bool) -> None:
         if to_device and self.pin_memory:
@@ -479,18 +504,31 @@ class BalancedOffload:
             comp.counters["dispatches"] += 1
             comp.placed = True
         streamed = [u for u in comp.units if not u.on_device]
-        if not streamed:
-            comp.snapshot()
-            return
-        budget = int(self.high * self.usable) - self.used()
-        keep = plan([u.nbytes for u in streamed], budget, [u.required for u in streamed])
-        for unit, flag in zip(streamed, keep):
-            if flag:
-                self._count(comp, unit, True)
-                self._unhook(unit)
-        if not fresh:
-            comp.counters["promotions"] += sum(keep)
+        if streamed:
+            used = self.used()
+            budget = int(self.high * self.usable) - used
+            if comp.work is not None and self.max_fill is not None:
+                budget = max(budget, int(self.max_fill * self.usable) - comp.work - used)
+            keep = plan([u.nbytes for u in streamed], budget, [u.required for u in streamed])
+            for unit, flag in zip(streamed, keep):
+                if flag:
+                    self._count(comp, unit, True)
+                    self._unhook(unit)
+            if not fresh:
+                comp.counters["promotions"] += sum(keep)
         comp.snapshot()
+        peak = self.peak()
+        comp.at_start = None if peak is None else (self.used(), peak)
+
+    @torch.compiler.disable
+    def finished(self, name: str) -> None:
+        """Component ``name`` ended a forward: update its working memory (peak since it started minus
+        what was in use then - an upper bound, exact when the peak was reached in this forward)."""
+        comp = self.components[name]
+        peak = self.peak()
+        if comp.at_start is not None and peak is not None:
+            comp.work = max(0, peak - comp.at_start[0])
+        comp.at_start = None
 
     def evict(self, name: str) -> None:
         comp = self.components[name]
@@ -503,7 +541,7 @@ class BalancedOffload:
 
     # -- report --
     def describe(self) -> dict:
-        return {"mode": "balanced", "high_watermark": self.high, "low_watermark": self.low,
+        return {"mode": "balanced", "high_watermark": self.high, "low_watermark": self.low, "max_fill": self.max_fill,
                 "usable_gib": self.usable / GIB, "pin_memory": self.pin_memory,
                 "unit": "leaf module (own parameters/buffers); quantized layers whole, with their scales",
                 **self.stats()}
@@ -522,6 +560,7 @@ class BalancedOffload:
                 "streamed_gib": p["streamed_bytes"] / GIB if p else None,
                 "streamed_units": p.get("streamed_units"), "streamed_first": p.get("streamed_first"),
                 "max_resident_gib": c.max_resident / GIB,
+                "work_gib": None if c.work is None else c.work / GIB,
                 "dispatches": n["dispatches"], "evictions": n["evictions"], "promotions": n["promotions"],
                 "moves_to_device": n["moves_to_device"], "moves_to_host": n["moves_to_host"],
                 "gib_to_device": n["bytes_to_device"] / GIB, "gib_to_host": n["bytes_to_host"] / GIB,
@@ -554,6 +593,10 @@ def _attach_component_hook(module: nn.Module, manager: BalancedOffload, name: st
                 args, kwargs = send_to_device((args, kwargs), manager.device)
             return args, kwargs
 
+        def post_forward(self, module, output):
+            manager.finished(name)
+            return output
+
     add_hook_to_module(module, ComponentHook())
 
 
@@ -582,8 +625,10 @@ def apply(pipe, options: dict, device: torch.device) -> dict:
     """Install balanced offload on every nn.Module component of ``pipe``; return its description."""
     opts = check_options(dict(options))
     components = {n: m for n, m in pipe.components.items() if isinstance(m, nn.Module)}
+    fill = opts["max_fill"]
     manager = BalancedOffload(device, usable_bytes(device, opts["usable_gib"]), float(opts["high_watermark"]),
-                              float(opts["low_watermark"]), bool(opts["pin_memory"]))
+                              float(opts["low_watermark"]), bool(opts["pin_memory"]),
+                              max_fill=None if fill is None else float(fill))
     manager.install(components)
     pipe._balanced_offload = manager
     return manager.describe()

@@ -46,6 +46,7 @@ import os
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,10 +56,10 @@ if str(REPO) not in sys.path:
 # The reference runs eagerly here (skip_compile); skip its import-time torch.compile self-test.
 os.environ.setdefault("SDNQ_USE_TORCH_COMPILE", "0")
 
-import torch  # noqa: E402
+import torch
 
-import engines.sdnq.quantize as our_quant  # noqa: E402
-from engines.sdnq.dtypes import weight_type  # noqa: E402
+import engines.sdnq.quantize as our_quant
+from engines.sdnq.dtypes import weight_type
 
 FLUX_SHAPES = ((3072, 3072), (12288, 3072), (3072, 12288), (3072, 15360))
 DTYPES = ("int8", "int7", "int6", "int5", "int4", "int3", "int2",
@@ -73,7 +74,7 @@ DEFAULT_OUT = REPO / "reports" / "sdnq_vs_public"
 # -- reference package -----------------------------------------------------------------------------
 def load_reference() -> dict:
     try:
-        import sdnq  # noqa: F401
+        import sdnq
         from sdnq import SDNQConfig
         from sdnq.common import accepted_weight_dtypes, sdnq_keys
         from sdnq.quantizer import sdnq_quantize_layer
@@ -117,6 +118,12 @@ def ours_quantize(w: torch.Tensor, dtype: str, scale_dtype=torch.bfloat16, fp32_
                        for name, t in (("data", qw.data), ("scale", qw.scale), ("zero_point", qw.zero_point))
                        if t is not None}}
     return deq, qw.nbytes(), qw.group_size, qw.scale, info
+
+
+def ours_whatif(round_fn, w: torch.Tensor, dtype: str):
+    """`ours_quantize` with our scale rounding swapped in memory for ``round_fn``."""
+    with patched_round(round_fn):
+        return ours_quantize(w, dtype)
 
 
 def _nearest(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -220,21 +227,16 @@ def run(args) -> dict:
             for dtype in dtypes:
                 row = {"kind": kind, "shape": list(shape), "dtype": dtype, "variants": {}}
                 variants = {
-                    "ours": lambda: ours_quantize(w, dtype),
-                    "ours_fp32": lambda: ours_quantize(w, dtype, torch.float32, fp32_math=True),
+                    "ours": partial(ours_quantize, w, dtype),
+                    "ours_fp32": partial(ours_quantize, w, dtype, torch.float32, fp32_math=True),
                 }
                 if tuple(shape) in whatif_shapes:
-                    def _with(fn):
-                        def call():
-                            with patched_round(fn):
-                                return ours_quantize(w, dtype)
-                        return call
-                    variants["ours_nearest"] = _with(_nearest)
-                    variants["ours_ceil"] = _with(_exact_ceil)
+                    variants["ours_nearest"] = partial(ours_whatif, _nearest, w, dtype)
+                    variants["ours_ceil"] = partial(ours_whatif, _exact_ceil, w, dtype)
                 if ref["installed"]:
                     if dtype in ref["dtypes"]:
-                        variants["ref"] = lambda: ref_quantize(ref, w, dtype, True)
-                        variants["ref_bf16"] = lambda: ref_quantize(ref, w, dtype, False)
+                        variants["ref"] = partial(ref_quantize, ref, w, dtype, True)
+                        variants["ref_bf16"] = partial(ref_quantize, ref, w, dtype, False)
                     else:
                         row["ref_unsupported"] = True
                 for name, fn in variants.items():
@@ -365,11 +367,13 @@ def render_readme(res: dict) -> str:
               "float8_e5m2 whose scale the package keeps in fp32). `ours_fp32` = our `quantize_weight(..., "
               "scale_dtype=float32)` with fp32 dequantize math (the same storage as `ref`). Both sides dequantize "
               "eagerly to bf16.",
-              "* Group sizes: both sides' automatic rule gives the same size for every dtype and shape here "
-              "(listed in the table); an equal-group-size rerun of the reference (`ref_eqgs`) is done automatically "
-              "when they differ" + (" - it was needed for: " + ", ".join(
-                  sorted({e['dtype'] for e in summary if 'ref_eqgs' in e})) if any('ref_eqgs' in e for e in summary)
-                  else " - it was not needed.") ,
+              "* Group sizes: " + (
+                  "both sides' automatic rule gives the same size for every dtype and shape here (listed in the "
+                  "table); an equal-group-size rerun of the reference (`ref_eqgs`) would be done automatically "
+                  "where they differ - it was not needed." if have_ref and not any("ref_eqgs" in e for e in summary)
+                  else "the rules differ for " + ", ".join(sorted({e["dtype"] for e in summary if "ref_eqgs" in e}))
+                  + ": the reference was rerun at our group size (`ref_eqgs`, in results.json)." if have_ref
+                  else "ours uses the automatic rule (listed in the table)."),
               "* rel err = ||W - deq(Q(W))||_F / ||W||_F pooled over the shapes of a kind; max abs = largest "
               "|W - deq| over those shapes; B/w = stored bytes per weight (ours: `QuantizedWeight.nbytes()`; ref: "
               "every tensor the quantized layer stores). ratio = ours rel err / ref rel err; "
@@ -414,6 +418,12 @@ def render_readme(res: dict) -> str:
                   f"entries (ratio {min((e['ratio_ours_vs_ref'] for e in worse), default=1):.4f} - "
                   f"{max((e['ratio_ours_vs_ref'] for e in worse), default=1):.4f}); those under the "
                   f"{round((FLAG_RATIO - 1) * 100)}% flag have the same cause as the flagged ones.", ""]
+        mx = [e for e in summary if _get(e, "ours", "max_abs_err") is not None and _get(e, "ref", "max_abs_err")]
+        hi = [e for e in mx if e["ours"]["max_abs_err"] > e["ref"]["max_abs_err"]]
+        lo = [e for e in mx if e["ours"]["max_abs_err"] < e["ref"]["max_abs_err"]]
+        lines += [f"Max abs error (a single element, on the bf16 grid of the largest weights): ours higher on "
+                  f"{len(hi)}, lower on {len(lo)}, equal on {len(mx) - len(hi) - len(lo)} of {len(mx)} entries; "
+                  "not used for the flag.", ""]
         lines += notes_section(res)
         lines += why_section(summary, meta)
     lines += ["## Re-run", "", "```sh",
@@ -437,8 +447,8 @@ def notes_section(res: dict) -> list[str]:
              "* Ours has no `int1` (the package's `int1` is an alias of `uint1`); the package has many more "
              "types (uint9..16, int9..16, custom floats) that ours does not, so they are not compared.",
              "* Both sides are measured eagerly. On CUDA our engine runs the dequantization through "
-             "torch.compile (Inductor keeps bf16 intermediates in fp32), which can only lower our error a little; "
-             "the package's compiled path was not used either."]
+             "torch.compile (Inductor may keep bf16 intermediates in fp32), which can move our numbers slightly; "
+             "that path and the package's compiled path are not measured here."]
     for dtype, dt in sorted(odd.items()):
         lines.append(f"* The package stores the packed `{dtype}` codes as `{dt}` on this torch "
                      f"({res['meta']['machine']['torch']}), so its bytes per weight for {dtype} are far above the "
@@ -470,8 +480,9 @@ def why_section(summary: list[dict], meta: dict) -> list[str]:
              "scale is exact; with `dequantize_fp32=False` it casts them to bf16 **round-to-nearest** (a group's "
              "extreme value may then be clipped by up to half a bf16 ulp);",
              "* ours stores **bf16** scales rounded **up** as `(x * (1 + eps_bf16)).to(bf16)` "
-             "(`engines/sdnq/quantize.py::_round_up_to`), which never clips but lands on average about one "
-             "bf16 ulp above the exact scale rather than the half-ulp that an exact round-up needs.", "",
+             "(`engines/sdnq/quantize.py::_round_up_to`), which keeps a group's largest value from clipping but "
+             "lands on average about one bf16 ulp above the exact scale, where an exact round-up needs half "
+             "an ulp on average and round-to-nearest none.", "",
              f"Mean stored-scale inflation over the exact scale (integer types): ours {_f(infl_ours, '{:+.3f}')}%, "
              f"ref {_f(infl_ref, '{:+.3f}')}%, ref_bf16 {_f(infl_rb, '{:+.3f}')}%"
              + (f", what-if round-to-nearest {_f(infl_near, '{:+.3f}')}%, what-if exact round-up "

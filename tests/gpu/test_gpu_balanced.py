@@ -72,11 +72,14 @@ def check_module_devices(cache_dir):
     transformer_bytes = sum(u.nbytes for u in build_units(pipe.transformer))
     # usable memory such that half the transformer fits under the high watermark
     report = offload.apply(pipe, "balanced", {"usable_gib": transformer_bytes / 0.7 / 2 / GIB,
-                                              "low_watermark": 0.05}, CUDA)
+                                              "low_watermark": 0.05, "max_fill": None}, CUDA)
     assert report["mode"] == "balanced" and set(report["components"]) == {"transformer", "text_encoder",
                                                                           "text_encoder_2", "vae"}
     assert pipe._execution_device.type == "cuda"
     manager = pipe._balanced_offload
+    # A tiny model: count the offloader's own bytes, not the allocator's (cuBLAS workspaces, latents, ...
+    # would exceed the whole budget). tests/gpu checks the real accounting in check_peak_memory_under_cap.
+    manager._memory_used = lambda: sum(c.bytes_on_device() for c in manager.components.values())
     units = manager.components["transformer"].units
     before = {u.name: _unit_devices(u) for u in units}
     assert all(d == {"cpu"} for d in before.values())  # nothing on the GPU before the first call
@@ -140,9 +143,10 @@ def check_peak_memory_under_cap():
     torch.testing.assert_close(out, ref)
     assert peak < cap, f"peak {peak / GIB:.2f} GiB over the {cap / GIB} GiB cap"
     s = manager.stats()["components"]["stack"]
-    assert 0 < s["resident_gib"] <= 0.7 * cap / GIB and s["streamed_units"] > 0
-    # two calls: the streamed layers were copied twice
-    assert s["gib_to_device"] == pytest.approx(s["resident_gib"] + 2 * s["streamed_gib"])
+    # the second call promoted layers up to max_fill of the cap minus the measured working memory
+    assert 0 < s["resident_gib"] <= 0.95 * cap / GIB and s["streamed_units"] > 0 and s["work_gib"] > 0
+    # two calls: the layers still streamed were copied twice
+    assert s["gib_to_device"] >= s["resident_gib"] + 2 * s["streamed_gib"] - 1e-6
 
 
 def _quantized(engine, dtype):
@@ -170,7 +174,9 @@ def check_quantized_never_split(engine, dtype):
     units = build_units(model)
     assert all(u.subtree for u in units)  # one unit per quantized layer
     size = sum(u.nbytes for u in units)
-    manager = balanced.BalancedOffload(CUDA, usable=int(size / 2 / 0.7)).install({"m": model})
+    manager = balanced.BalancedOffload(CUDA, usable=int(size / 2 / 0.7), max_fill=None,
+                                       memory_used=lambda: manager.components["m"].bytes_on_device())
+    manager.install({"m": model})
     seen = []
     for unit in units:
         unit.roots[0].register_forward_pre_hook(lambda m, a: seen.append(_devices(m)))

@@ -16,6 +16,17 @@ def test_cuda_cell_reports_gpu_memory(cli, tmp_path):
     assert record["metrics"]["mem_after_load_gib"] > 0 and record["env"]["device_name"].startswith("NVIDIA")
 
 
+def test_a_gib_cap_is_applied_and_recorded(cli, tmp_path):
+    proc = cli("run.device=cuda", "engine=bf16", "offload=balanced", "run.gpu_memory_gib=2",
+               "workload.height=64", "workload.width=64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = next(json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
+                  if "reference" not in str(p))
+    assert record["status"] == "ok", record["error"]
+    assert record["env"]["gpu_cap_gib"] == 2.0 and 0 < record["metrics"]["peak_mem_gib"] < 2.0
+    assert record["offload_report"]["usable_gib"] == 2.0
+
+
 def test_parent_holds_no_cuda_context_after_a_gpu_cell(cache_dir, store_path, tmp_path, compose):
     from harness import runner
     from harness.validate import validate

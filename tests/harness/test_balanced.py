@@ -288,6 +288,46 @@ def test_injected_memory_use_shrinks_the_budget_and_freed_memory_promotes_layers
     assert again["dispatches"] == 1 and again["max_resident_gib"] * 2**30 == total
 
 
+def test_measured_working_memory_lets_a_fitting_component_go_whole_above_the_high_watermark():
+    model = Toy(blocks=4)
+    total = sum(u.nbytes for u in build_units(model))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    work = total // 10  # activations of one forward, as the injected allocator peak reports them
+    state = {"peak": 0}
+
+    def used():
+        return manager.components["m"].bytes_on_device()
+
+    def peak():  # the allocator's peak: at least what is in use now plus one forward's working memory
+        state["peak"] = max(state["peak"], used() + work)
+        return state["peak"]
+
+    usable = int(total * 1.25)  # the whole model fits next to its working memory, not under high=0.5
+    manager = BalancedOffload("cpu", usable=usable, high_watermark=0.5, low_watermark=0.1, memory_used=used,
+                              memory_peak=peak, max_fill=0.95)
+    manager.install({"m": model})
+    model(x)
+    first = manager.stats()["components"]["m"]
+    assert first["streamed_units"] > 0 and first["resident_gib"] * 2**30 <= 0.5 * usable
+    assert first["work_gib"] is not None
+    model(x)
+    again = manager.stats()["components"]["m"]
+    assert again["streamed_units"] == 0 and again["promotions"] == first["streamed_units"]
+    assert used() + work <= 0.95 * usable
+
+    # max_fill null: SD.Next's behaviour, never above the high watermark
+    model2 = Toy(blocks=4)
+    state["peak"] = 0
+    capped = BalancedOffload("cpu", usable=usable, high_watermark=0.5, low_watermark=0.1, max_fill=None,
+                             memory_used=lambda: capped.components["m"].bytes_on_device(), memory_peak=peak)
+    capped.install({"m": model2})
+    model2(x)
+    model2(x)
+    assert capped.stats()["components"]["m"]["streamed_units"] > 0
+    with pytest.raises(ValueError, match="max_fill"):
+        BalancedOffload("cpu", usable=10, max_fill=1.5)
+
+
 def test_remove_restores_plain_modules():
     model = Toy(blocks=2)
     x = torch.randn(1, 32, dtype=torch.bfloat16)

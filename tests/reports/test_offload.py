@@ -38,6 +38,17 @@ def test_group_is_the_yardstick_where_model_offload_does_not_fit():
     assert "oom" in offload.markdown(_records(model_status="oom"))
 
 
+def test_group_on_streams_is_its_own_column_and_the_best_group_counts():
+    recs = _records(balanced_s=0.45, model_status="oom")
+    streamed = _cell("group", 0.4, 6.0, 24.0)
+    streamed["offload_report"] = {"mode": "group", "use_stream": True}
+    df = offload.comparison(recs + [streamed])
+    row = df[df["cap GiB"] == 24.0].iloc[0]
+    assert row["group+stream s/step"] == 0.4 and row["x vs group"] == round(0.4 / 0.45, 2)
+    assert row["targets met"] == "no"  # slower than the faster group setting
+    assert "group+stream" in offload.markdown(recs + [streamed])
+
+
 def test_markdown_and_csv_carry_provenance_and_missing_cells(tmp_path):
     recs = [r for r in _records() if r["offload"] != "sequential"]
     paths = offload.render(recs, tmp_path)
