@@ -13,7 +13,9 @@ Behaviour:
   allocator's peak is never reset here). Once measured, the component may fill up to ``max_fill`` of the
   usable memory minus that working memory, above the high watermark: a component that fits whole next to
   its activations is placed whole from its second forward on (as fast as model offload where that fits),
-  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
+  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark. The
+  default 0.85 leaves room for the allocator's fragmentation: the cap binds *reserved* memory, which ran
+  ~1.8 GiB above allocated for BF16 FLUX.1-dev under a 24 GiB cap (0.95 ran out of memory there).
 * A placement unit is a leaf in the weight sense: a module that directly owns parameters/buffers
   (its own tensors only, children are their own units). A quantized layer is atomic: a module with
   tensor-subclass weights (torchao, quanto), a bitsandbytes / quanto / GGUF / SDNQ layer or a peft
@@ -49,7 +51,7 @@ DEFAULT_OPTIONS = {
     "low_watermark": 0.2,    # idle components are moved back to the CPU while GPU use is above this
     "pin_memory": True,      # keep the CPU copies of layers in pinned memory (asynchronous, faster copies)
     "usable_gib": None,      # usable GPU memory; None = the per-process cap, else the whole card
-    "max_fill": 0.95,        # with its working memory measured, a component may fill this fraction (None: off)
+    "max_fill": 0.85,        # with its working memory measured, a component may fill this fraction (None: off)
 }
 
 #: Modules of these packages are quantized layers: never split from their scales.
@@ -384,7 +386,7 @@ class BalancedOffload:
 
     def __init__(self, device: torch.device | str, usable: int, high_watermark: float = 0.7,
                  low_watermark: float = 0.2, pin_memory: bool = True,
-                 memory_used: Callable[[], int] | None = None, max_fill: float | None = 0.95,
+                 memory_used: Callable[[], int] | None = None, max_fill: float | None = 0.85,
                  memory_peak: Callable[[], int] | None = None):
         if not 0 < low_watermark <= high_watermark <= 1:
             raise ValueError(f"balanced offload needs 0 < low_watermark <= high_watermark <= 1, got "

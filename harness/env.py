@@ -22,12 +22,16 @@ def package_version(dist: str) -> str | None:
 
 
 def resolve_device(requested: str) -> torch.device:
-    """``auto`` = the first CUDA GPU when there is one (checked without initialising CUDA), else CPU."""
+    """``auto`` = the first CUDA GPU when there is one (checked without initialising CUDA), else CPU.
+    ``cuda`` = ``cuda:0`` (of the GPUs this process sees)."""
     if requested == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"run.device={requested!r} but no CUDA GPU is available; use run.device=cpu or auto")
+    if device.type == "cuda" and device.index is None:
+        # torch.cuda.set_device / set_per_process_memory_fraction reject a device without an index
+        device = torch.device("cuda", 0)
     return device
 
 

@@ -90,7 +90,9 @@ def _verdicts(row: dict) -> dict:
     elif bal and grp:
         out["x vs model"], out["vs"] = None, "group"
     out["x vs group"] = round(grp / bal, 2) if bal and grp else None
-    if not bal:
+    if not any(row.get(f"{m} status") for m in MODES if m != "none"):
+        out["targets met"] = "reference: no offload, no cap"
+    elif not bal:
         out["targets met"] = "balanced did not run" if row.get("balanced status") is None else \
             f"balanced: {row.get('balanced status')}"
     elif not seq:

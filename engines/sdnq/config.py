@@ -14,7 +14,7 @@ DEFAULT_OPTIONS = {
     "use_quantized_matmul": False,  # INT8 / FP8 matmul with per-token activation quantization
     "quantized_matmul_conv": False,  # same for convolutions (im2col)
     "dequantize_fp32": False,      # dequantize in fp32 (slower, slightly more exact)
-    "compile_dequantize": True,    # torch.compile the dequantization when CUDA + Triton are present
+    "compile_dequantize": True,    # CUDA + Triton: the Triton kernel (triton_dequant) where it applies, else torch.compile
     "quantize_device": "auto",     # where quantization math runs: auto (GPU if present) | cpu | cuda
 }
 

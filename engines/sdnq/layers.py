@@ -16,11 +16,13 @@ weights are never rewritten (``fuse_lora`` is not supported: the quantized weigh
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.sdnq import triton_dequant
 from engines.sdnq.config import SDNQConfig
 from engines.sdnq.dtypes import conv_weight_type, supports_quantized_matmul, weight_type
 from engines.sdnq.quantize import QuantizedWeight, dequantize_2d, quantize_weight
@@ -31,6 +33,16 @@ _COMPILED: dict = {}
 _CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                "groups", "padding_mode", "transposed", "output_padding",
                "_reversed_padding_repeated_twice")
+
+
+_KERNEL_FAILED: list = []
+
+
+def _use_triton_kernel(layer) -> bool:
+    """The Triton dequantization kernel (`triton_dequant`) serves this layer: CUDA, a supported layout,
+    and the kernel has not failed in this process."""
+    return (not _KERNEL_FAILED and layer.qweight.is_cuda and triton_dequant.enabled(layer.qweight.device)
+            and triton_dequant.supports(layer.weight_type, layer.group_size))
 
 
 def _triton_available() -> bool:
@@ -89,6 +101,17 @@ class SDNQLayerMixin:
     # -- weight --------------------------------------------------------------------------
     def dequantize_weight(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         dtype = dtype or self.compute_dtype
+        if self.compile_dequantize and _use_triton_kernel(self):
+            try:
+                w = triton_dequant.dequantize(self.qweight, self.scale, self.zero_point, self.weight_type,
+                                              self.group_size, dtype)
+                return w.reshape(self.quant_shape)
+            except Exception as err:  # a Triton / driver problem: the torch path from now on, said once
+                if torch.compiler.is_compiling():
+                    raise
+                _KERNEL_FAILED.append(err)
+                warnings.warn(f"SDNQ's Triton dequantization kernel failed ({type(err).__name__}: {err}); "
+                              "using the torch.compile'd dequantization instead")
         fn = dequantize_2d
         if (self.compile_dequantize and self.qweight.is_cuda and not torch.compiler.is_compiling()
                 and _triton_available()):

@@ -24,3 +24,14 @@ def test_host_peak_rss_sees_a_transient_allocation():
     probe = MemoryProbe(torch.device("cpu"))
     probe.reset_peak()
     assert probe.peak()["peak_allocated_gib"] < before + 0.2
+
+
+def test_cuda_without_an_index_resolves_to_the_first_visible_gpu(monkeypatch):
+    import torch
+
+    from harness import env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.resolve_device("cuda") == torch.device("cuda", 0)  # set_device rejects a bare "cuda"
+    assert env.resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert env.resolve_device("cpu") == torch.device("cpu")

@@ -1,0 +1,61 @@
+"""The Triton dequantization kernel, run on CPU by Triton's interpreter (TRITON_INTERPRET=1, in a subprocess
+because the variable must be set before Triton is imported): bit-identical to the torch path."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from engines.sdnq import triton_dequant
+
+pytest.importorskip("triton")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+SCRIPT = textwrap.dedent("""
+    import torch
+    from engines.sdnq import triton_dequant as td
+    from engines.sdnq.quantize import dequantize_2d, quantize_weight
+    td._kernel()
+    g = torch.Generator().manual_seed(0)
+    cases = [("int8", 128, (24, 512)), ("uint8", 64, (10, 384)), ("int4", 64, (12, 256)),
+             ("uint4", 32, (7, 160)), ("int4", 16, (3, 48))]  # group counts not a multiple of BLOCK_G
+    for wtype, group, shape in cases:
+        w = (torch.randn(shape, generator=g) * 0.05).bfloat16()
+        qw = quantize_weight(w, wtype, group)
+        assert qw.group_size == group
+        ref = dequantize_2d(qw.data, qw.scale, qw.zero_point, wtype, group, torch.bfloat16)
+        mode, qmin = td.kernel_args(wtype)
+        out32 = torch.empty(ref.shape, dtype=torch.float32)
+        td._KERNEL(qw.data, qw.scale, qw.zero_point, out32, qmin, group, mode)
+        exact = dequantize_2d(qw.data, qw.scale, qw.zero_point, wtype, group, torch.float32, fp32=True)
+        assert torch.equal(out32, exact), wtype  # same fp32 math
+        # rounded once to bf16 (round to nearest even, as Triton's GPU cast does): the torch path's bits
+        assert torch.equal(out32.bfloat16(), ref), (wtype, group)
+        out = torch.empty_like(ref)  # the interpreter's own bf16 cast may round differently: within 1 ulp
+        td._KERNEL(qw.data, qw.scale, qw.zero_point, out, qmin, group, mode)
+        assert torch.allclose(out.float(), ref.float(), rtol=2 ** -7, atol=0), wtype
+    print("ok")
+""")
+
+
+def test_triton_dequantize_kernel_matches_the_torch_path_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("wtype, group, expected", [
+    ("int8", 1024, True), ("uint8", 64, True), ("int4", 64, True), ("uint4", 64, True),
+    ("int8", 320, False),  # not a power of two (a small K): the torch path
+    ("int6", 256, False), ("uint2", 16, False), ("float8_e4m3fn", 1024, False),
+])
+def test_supported_layouts(wtype, group, expected):
+    assert triton_dequant.supports(wtype, group) is expected
+
+
+def test_cpu_tensors_never_take_the_kernel():
+    import torch
+
+    assert not triton_dequant.enabled(torch.device("cpu"))
