@@ -332,8 +332,9 @@ def markdown(records: list[dict], known: list[dict] | None = None) -> str:
                 if applies(k, row):
                     tally[verdict(k, row)] += 1
             seen = ", ".join(f"{n} {v}" for v, n in sorted(tally.items())) or "no cell in this matrix"
+        note = f" Note: {_md(k['note'])}" if k.get("note") else ""
         lines.append(f"| {k['key']} {k['id']} | {concern} | {_md(expected)} | {seen} | "
-                     f"{_md(k['source'])}: \"{_md(k.get('quote', ''))}\" |")
+                     f"{_md(k['source'])}: \"{_md(k.get('quote', ''))}\"{note} |")
     return "\n".join(lines) + "\n"
 
 
