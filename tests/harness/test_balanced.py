@@ -328,6 +328,22 @@ def test_measured_working_memory_lets_a_fitting_component_go_whole_above_the_hig
         BalancedOffload("cpu", usable=10, max_fill=1.5)
 
 
+def test_release_cache_runs_before_layers_are_placed_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(BalancedOffload, "_release", lambda self: calls.append(self.used()))
+    model = Toy(blocks=2)
+    total = sum(u.nbytes for u in build_units(model))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=4 * total, release_cache=True).install({"m": model})
+    model(x)
+    assert calls == [0]  # once, before the first placement, with nothing on the device yet
+    model(x)
+    assert calls == [0]  # everything resident: nothing to place, no release
+    plain = BalancedOffload("cpu", usable=4 * total).install({"m": Toy(blocks=2)})
+    plain.components["m"].module(x)
+    assert calls == [0] and plain.describe()["release_cache"] is False
+
+
 def test_remove_restores_plain_modules():
     model = Toy(blocks=2)
     x = torch.randn(1, 32, dtype=torch.bfloat16)
