@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     paths = leaderboard.render(records, out)
     paths.update({f"matrix_{kind}": path for kind, path in matrix.render(records, out).items()})
-    if any(r.get("offload") not in (None, "none") for r in records):
+    if offload.has_offload(records):
         paths.update(offload.render(records, out))
     grids, plots = [], []
     if not args.no_images:

@@ -2,7 +2,8 @@
 
 One section per (model, device): provenance, a sortable table of every cell (click a header; click again to
 reverse), the failures, the plots and the image grids, all images inlined as base64 ``data:`` URIs, CSS and
-JS inline. Then the error matrix, from `reports.matrix.to_html` when that module is installed.
+JS inline. Then the error matrix, from `reports.matrix.to_html` when that module is installed, and the
+offload modes side by side (`reports.offload`) when the results include offloaded cells.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import math
 import time
 from pathlib import Path
 
-from reports import provenance
+from reports import offload, provenance
 from reports.leaderboard import COLUMNS, SYNTHETIC_WARNING
 
 #: Table columns: key in a record's top level / metrics / quality -> header, number format.
@@ -101,12 +102,16 @@ def render(records: list[dict], out_dir: str | Path, grids: list | None = None, 
     if groups:
         parts.append("<nav><ul>" + "".join(f"<li><a href=\"#{_anchor(m, d)}\">{esc(m)} on {esc(d)}</a></li>"
                                            for m, d in groups) + "<li><a href=\"#error-matrix\">error matrix</a>"
-                     "</li></ul></nav>")
+                     "</li>" + ("<li><a href=\"#offload-modes\">offload modes</a></li>" if offload.has_offload(records) else "")
+                     + "</ul></nav>")
     for (model, device), group in groups.items():
         parts.append(_section(model, device, group,
                               [g for g in grids or [] if (g.model, g.device) == (model, device)],
                               [p for p in plots or [] if (p.model, p.device) == (model, device)]))
     parts.append(_matrix_section(records))
+    if offload.has_offload(records):
+        parts.append("<section id=\"offload-modes\"><h2>Offload modes side by side</h2>"
+                     f"{offload.to_html(records)}</section>")
     parts.append(f"<script>{JS}</script></body></html>\n")
     path = out / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")

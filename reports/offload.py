@@ -10,6 +10,8 @@ meet them; a comparison whose cells did not all run says so instead.
 from __future__ import annotations
 
 import argparse
+import html
+import math
 import sys
 from pathlib import Path
 
@@ -18,6 +20,10 @@ import pandas as pd
 from reports.provenance import describe
 
 MODES = ("balanced", "model", "group", "group+stream", "sequential", "none")
+INTRO = ("Seconds per denoising step (median), peak GPU memory allocated, status; `cap` is the simulated GPU size "
+         "(`run.gpu_memory_gib` / `run.gpu_memory_fraction`). Targets for balanced offload: peak under the cap, "
+         ">= 3x faster than sequential, at least as fast as model offload where it fits, else as group offload "
+         "(the faster of its two settings, without and with CUDA streams).")
 
 
 def mode_of(record: dict) -> str:
@@ -107,11 +113,7 @@ def _verdicts(row: dict) -> dict:
 
 def markdown(records: list[dict]) -> str:
     df = comparison(records)
-    lines = ["# Offload modes side by side", "",
-             "Seconds per denoising step (median), peak GPU memory allocated, status; `cap` is the simulated GPU "
-             "size (`run.gpu_memory_gib` / `run.gpu_memory_fraction`). Targets for balanced offload: peak under "
-             "the cap, >= 3x faster than sequential, at least as fast as model offload where it fits, else "
-             "as group offload (the faster of its two settings, without and with CUDA streams).", ""]
+    lines = ["# Offload modes side by side", "", INTRO, ""]
     if df.empty:
         return "\n".join(lines + ["No results."]) + "\n"
     for (model, device), part in df.groupby(["model", "device"], sort=True):
@@ -150,6 +152,47 @@ def _table(part: pd.DataFrame) -> str:
                   _fmt(row.get("targets met"))]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def has_offload(records: list[dict]) -> bool:
+    return any(r.get("offload") not in (None, "none") for r in records)
+
+
+def to_html(records: list[dict]) -> str:
+    """The comparison as an HTML fragment: one sortable table (class ``sortable``, numbers in ``data-sort``)."""
+    df = comparison(records)
+    e = html.escape
+    if df.empty:
+        return "<p>No results.</p>"
+    modes = [m for m in MODES if m not in ("none", "group+stream") or f"{m} status" in df.columns]
+    head = ["model", "device", "engine:dtype", "compile", "cap GiB"] + [f"{m}: s/step (peak GiB)" for m in modes] \
+        + ["balanced x vs sequential", "x vs model", "x vs group (best)", "targets met"]
+    text_cols = {"model", "device", "engine:dtype", "compile", "targets met"}
+    rows = []
+    for _, row in df.iterrows():
+        cells = [f"<td class=\"text\">{e(str(row[k]))}</td>" for k in ("model", "device", "engine:dtype", "compile")]
+        cells.append(_num_cell(row["cap GiB"], 1))
+        for m in modes:
+            status = row.get(f"{m} status") if f"{m} status" in row else None
+            sps = row.get(f"{m} s/step") if f"{m} s/step" in row else None
+            if not isinstance(status, str):
+                cells.append("<td data-sort=\"\">not run</td>")
+            elif status != "ok":
+                cells.append(f"<td data-sort=\"\" class=\"status-bad\">{e(status)}</td>")
+            else:
+                cells.append(f"<td data-sort=\"{sps!r}\">{sps:.3f} ({row[f'{m} peak GiB']:.2f})</td>")
+        cells += [_num_cell(row.get(k), 2) for k in ("x vs sequential", "x vs model", "x vs group")]
+        cells.append(f"<td class=\"text\">{e(_fmt(row.get('targets met')))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    ths = "".join(f"<th class=\"{'text' if h in text_cols else 'num'}\">{e(h)}</th>" for h in head)
+    return (f"<p class=\"note\">{e(INTRO)}</p><div class=\"scroll\"><table class=\"sortable offload\">"
+            f"<thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _num_cell(value, digits: int) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"<td data-sort=\"{value!r}\">{value:.{digits}f}</td>"
+    return f"<td data-sort=\"\">{html.escape(str(value)) if isinstance(value, str) else '-'}</td>"
 
 
 def render(records: list[dict], out_dir: str | Path) -> dict[str, Path]:

@@ -18,15 +18,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 ARTIFACTS = Path(os.environ.get("HARNESS_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def _open(index: Path):
+    """A Chromium tab showing ``index`` (skips without Chromium or Playwright)."""
     if not CHROMIUM:
         pytest.skip("no chromium binary (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
-    tmp = tmp_path_factory.mktemp("browser")
-    records = samples.leaderboard(tmp / "runs")
-    index = html.render(records, tmp / "out", grids=grid.render(records, tmp / "out" / "grids", tile=64),
-                        plots=plots.render(records, tmp / "out" / "plots"))
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
@@ -38,6 +34,31 @@ def page(tmp_path_factory):
             yield tab
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    records = samples.leaderboard(tmp / "runs")
+    index = html.render(records, tmp / "out", grids=grid.render(records, tmp / "out" / "grids", tile=64),
+                        plots=plots.render(records, tmp / "out" / "plots"))
+    yield from _open(index)
+
+
+def test_offload_table_sorts_by_seconds_per_step(tmp_path):
+    records = []
+    for engine, dtype, bal in (("bf16", "bf16", 0.35), ("sdnq", "int8", 0.22), ("sdnq", "uint4", 0.3)):
+        for mode, sps in (("balanced", bal), ("sequential", 2.5)):
+            r = samples.record(engine, dtype, offload=mode, steps_per_s=1 / sps, peak=10.0)
+            r["env"]["gpu_cap_gib"] = 16.0
+            records.append(r)
+    for tab in _open(html.render(records, tmp_path)):
+        table = tab.locator("table.offload")
+        header = table.locator("thead th", has_text="balanced: s/step")
+        header.click()
+        assert [c.split(" ")[0] for c in _column(tab, table, header.inner_text().strip())] == ["0.220", "0.300", "0.350"]
+        header.click()
+        assert _column(tab, table, "engine:dtype") == ["bf16:bf16", "sdnq:uint4", "sdnq:int8"]
 
 
 def test_page_renders(page):

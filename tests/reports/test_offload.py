@@ -56,3 +56,19 @@ def test_markdown_and_csv_carry_provenance_and_missing_cells(tmp_path):
     assert "NVIDIA H200" in text and "not run" in text and "no sequential figure" in text
     assert "Synthetic random weights" in text
     assert paths["offload_csv"].read_text().startswith("model,")
+
+
+def test_html_fragment_is_a_sortable_table_with_numbers_to_sort_by():
+    frag = offload.to_html(_records(model_status="oom"))
+    assert '<table class="sortable offload">' in frag and "oom" in frag
+    assert 'data-sort="0.3"' in frag  # balanced s/step, sortable as a number
+    assert offload.has_offload(_records()) and not offload.has_offload([_cell("none", 0.2, 30.0, None)])
+
+
+def test_the_html_page_has_an_offload_section_only_with_offloaded_cells(tmp_path):
+    from reports import html
+
+    page = html.render(_records(), tmp_path / "a").read_text()
+    assert 'id="offload-modes"' in page and 'href="#offload-modes"' in page
+    plain = html.render([_cell("none", 0.2, 30.0, None)], tmp_path / "b").read_text()
+    assert "offload-modes" not in plain
