@@ -42,8 +42,6 @@ def quiet() -> None:
 def apply_gpu_cap(run: dict, device: torch.device) -> float | None:
     """Cap this process's GPU memory (``run.gpu_memory_fraction`` or ``run.gpu_memory_gib``); return the
     cap in GiB, or None when uncapped. A GiB cap above the card is `Unsupported` (the GPU is too small)."""
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = run.get("gpu_memory_fraction")
     if run.get("gpu_memory_gib"):

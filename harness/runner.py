@@ -77,8 +77,7 @@ def reference_cell(cell: Cell) -> Cell:
     """The BF16 cell whose images ``cell`` is compared with: same model and workload, no offload/compile,
     no GPU memory cap (the reference must fit whatever the cell under test simulates)."""
     config = json.loads(json.dumps(cell.config))
-    run = {**cell.run, "gpu_memory_fraction": None, "gpu_memory_gib": None}
-    config["run"] = {**config.get("run", {}), "gpu_memory_fraction": None, "gpu_memory_gib": None}
+    config["run"] = {**cell.run, "gpu_memory_fraction": None, "gpu_memory_gib": None}
     config["engine"] = {"name": "bf16", "mode": "post", "components": ["denoiser"], "options": {}}
     config["dtype"] = "bf16"
     config["offload"] = {"name": "none", "options": {}}
@@ -86,7 +85,7 @@ def reference_cell(cell: Cell) -> Cell:
     denoiser = "transformer" if cell.model["family"] == "flux" else "unet"
     return dataclasses.replace(cell, config=config, engine="bf16", dtype="bf16", mode="post",
                                components=[denoiser], engine_options={}, offload=config["offload"],
-                               compile=config["compile"], requires=[], run=run)
+                               compile=config["compile"], requires=[], run=config["run"])
 
 
 def run(cell: Cell, run_dir: str, echo=print) -> dict | None:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from reports.provenance import newest
+
 KNOWN_ISSUES = Path(__file__).with_name("known_issues.yaml")
 OFFLOAD_ORDER = ("none", "model", "sequential", "group", "balanced")
 COMPILE_ORDER = ("none", "default", "max-autotune", "regional")
@@ -83,10 +85,7 @@ def verdict(issue: dict, cell: dict) -> str:
 # -- frames -----------------------------------------------------------------------------------------
 def _latest(records: list[dict]) -> list[dict]:
     """One record per cell: the newest."""
-    cells: dict[tuple, dict] = {}
-    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
-        cells[_key(r)] = r
-    return list(cells.values())
+    return list(newest(records, _key).values())
 
 
 def _device(record: dict) -> str:

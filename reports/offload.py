@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.provenance import describe
+from reports.provenance import describe, device_of, newest
 
 MODES = ("balanced", "model", "group", "group+stream", "sequential", "none")
 INTRO = ("Seconds per denoising step (median), peak GPU memory allocated, status; `cap` is the simulated GPU size "
@@ -47,13 +47,8 @@ def cap_gib(record: dict) -> float | None:
     return None
 
 
-def _latest(records: list[dict]) -> dict[tuple, dict]:
-    cells: dict[tuple, dict] = {}
-    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
-        key = (r.get("model"), (r.get("env") or {}).get("device_name") or "unknown", r.get("engine"),
-               r.get("dtype"), r.get("compile"), cap_gib(r), mode_of(r))
-        cells[key] = r
-    return cells
+def _key(r: dict) -> tuple:
+    return (r.get("model"), device_of(r), r.get("engine"), r.get("dtype"), r.get("compile"), cap_gib(r), mode_of(r))
 
 
 def _s_per_step(record: dict) -> float | None:
@@ -63,7 +58,7 @@ def _s_per_step(record: dict) -> float | None:
 
 def comparison(records: list[dict]) -> pd.DataFrame:
     """One row per model x device x engine:dtype x compile x cap with each mode's figures and the verdicts."""
-    cells = _latest(records)
+    cells = newest(records, _key)
     rows: dict[tuple, dict] = {}
     for (model, device, engine, dtype, comp, cap, mode), r in cells.items():
         row = rows.setdefault((model, device, engine, dtype, comp, cap), {

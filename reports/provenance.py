@@ -12,6 +12,14 @@ from reports.leaderboard import SYNTHETIC_WARNING
 REFERENCE = {"engine": "bf16", "dtype": "bf16", "offload": "none", "compile": "none"}
 
 
+def newest(records: list[dict], key) -> dict:
+    """``key(record) -> the newest record with that key`` (by ``created``): a re-run replaces its cell."""
+    out: dict = {}
+    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
+        out[key(r)] = r
+    return out
+
+
 def device_of(record: dict) -> str:
     return (record.get("env") or {}).get("device_name") or "unknown"
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from reports.provenance import newest
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "regression.yaml"
 BUILTIN = {
     "metrics": {
@@ -106,13 +108,6 @@ def describe(key: tuple) -> str:
     return f"{model} {engine}:{dtype} {mode}{extra} [{work} {width}x{height} {steps} steps] on {device}"
 
 
-def _latest(records: list[dict]) -> dict[tuple, dict]:
-    out: dict[tuple, dict] = {}
-    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
-        out[identity(r)] = r  # newest wins
-    return out
-
-
 def _figure(record: dict, metric: str):
     block = record.get("quality") if metric in QUALITY else record.get("metrics")
     value = (block or {}).get(metric)
@@ -122,7 +117,7 @@ def _figure(record: dict, metric: str):
 def compare(tonight: list[dict], baseline: list[dict], config: dict | None = None) -> Outcome:
     """Compare two sets of records (each reduced to the newest per cell)."""
     config = config or load_config()
-    now, before = _latest(tonight), _latest(baseline)
+    now, before = newest(tonight, identity), newest(baseline, identity)
     outcome = Outcome()
     for key, old in before.items():
         cell = describe(key)
