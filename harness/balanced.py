@@ -13,9 +13,11 @@ Behaviour:
   allocator's peak is never reset here). Once measured, the component may fill up to ``max_fill`` of the
   usable memory minus that working memory, above the high watermark: a component that fits whole next to
   its activations is placed whole from its second forward on (as fast as model offload where that fits),
-  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark. The
-  default 0.85 leaves room for the allocator's fragmentation: the cap binds *reserved* memory, which ran
-  ~1.8 GiB above allocated for BF16 FLUX.1-dev under a 24 GiB cap (0.95 ran out of memory there).
+  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
+  The cap binds *reserved* memory, not allocated: layers placed one by one next to streamed layers land
+  among the holes those left, and reserved ran ~1.8 GiB above allocated for BF16 FLUX.1-dev under a 24 GiB
+  cap, so ``max_fill`` 0.95 ran out of memory there. With ``release_cache`` (the default) the allocator's
+  cached free blocks go back to the driver before layers are placed, and 0.95 runs whole.
 * A placement unit is a leaf in the weight sense: a module that directly owns parameters/buffers
   (its own tensors only, children are their own units). A quantized layer is atomic: a module with
   tensor-subclass weights (torchao, quanto), a bitsandbytes / quanto / GGUF / SDNQ layer or a peft
@@ -51,8 +53,8 @@ DEFAULT_OPTIONS = {
     "low_watermark": 0.2,    # idle components are moved back to the CPU while GPU use is above this
     "pin_memory": True,      # keep the CPU copies of layers in pinned memory (asynchronous, faster copies)
     "usable_gib": None,      # usable GPU memory; None = the per-process cap, else the whole card
-    "max_fill": 0.85,        # with its working memory measured, a component may fill this fraction (None: off)
-    "release_cache": False,  # torch.cuda.empty_cache() before placing layers (less fragmentation, a little time)
+    "max_fill": 0.95,        # with its working memory measured, a component may fill this fraction (None: off)
+    "release_cache": True,   # torch.cuda.empty_cache() before placing layers (less fragmentation, a little time)
 }
 
 #: Modules of these packages are quantized layers: never split from their scales.
@@ -358,6 +360,8 @@ class Component:
     work: int | None = None
     #: (bytes in use, allocator peak) when the forward in progress started.
     at_start: tuple[int, int] | None = None
+    #: Every unit is placed: dispatch has nothing left to do until the component is evicted.
+    whole: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -390,8 +394,8 @@ class BalancedOffload:
 
     def __init__(self, device: torch.device | str, usable: int, high_watermark: float = 0.7,
                  low_watermark: float = 0.2, pin_memory: bool = True,
-                 memory_used: Callable[[], int] | None = None, max_fill: float | None = 0.85,
-                 memory_peak: Callable[[], int] | None = None, release_cache: bool = False):
+                 memory_used: Callable[[], int] | None = None, max_fill: float | None = 0.95,
+                 memory_peak: Callable[[], int] | None = None, release_cache: bool = True):
         if not 0 < low_watermark <= high_watermark <= 1:
             raise ValueError(f"balanced offload needs 0 < low_watermark <= high_watermark <= 1, got "
                              f"low={low_watermark}, high={high_watermark}")
@@ -514,7 +518,7 @@ class BalancedOffload:
                 self.evict(other)
             comp.counters["dispatches"] += 1
             comp.placed = True
-        streamed = [u for u in comp.units if not u.on_device]
+        streamed = [] if comp.whole else [u for u in comp.units if not u.on_device]
         if streamed:
             if self.release_cache:
                 self._release()
@@ -529,7 +533,11 @@ class BalancedOffload:
                     self._unhook(unit)
             if not fresh:
                 comp.counters["promotions"] += sum(keep)
-        comp.snapshot()
+            comp.whole = all(keep)
+        else:
+            comp.whole = True
+        if fresh or streamed:
+            comp.snapshot()
         peak = self.peak()
         comp.at_start = None if peak is None else (self.used(), peak)
 
@@ -549,7 +557,7 @@ class BalancedOffload:
             if unit.on_device and not unit.transient:
                 self._count(comp, unit, False)
                 self._hook(comp, unit)
-        comp.placed = False
+        comp.placed = comp.whole = False
         comp.counters["evictions"] += 1
 
     # -- report --

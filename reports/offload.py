@@ -3,7 +3,9 @@ seconds per step and peak GPU memory, and how balanced offload compares with the
 
 Balanced offload's targets (issue 5): peak under the cap; at least 3x faster than ``sequential``; at least
 as fast as ``model`` where that fits, else as ``group``. The verdict columns say whether the measured cells
-meet them; a comparison whose cells did not all run says so instead.
+meet them; a comparison whose cells did not all run says so instead. "As fast" allows `SPREAD` (1%): each
+cell times one image, and cells with identical placements measured up to 0.7% apart on the H200 (SDNQ int8
+whole-resident under balanced offload: 0.2174 vs 0.2190 s/step).
 
     python -m reports.offload --store results/offload.sqlite --out reports/out
 """
@@ -76,6 +78,10 @@ def comparison(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Slower by at most this fraction still counts as "as fast" (run-to-run spread; see the module docstring).
+SPREAD = 0.01
+
+
 def _verdicts(row: dict) -> dict:
     bal = row.get("balanced s/step")
     seq, mod = row.get("sequential s/step"), row.get("model s/step")
@@ -100,7 +106,7 @@ def _verdicts(row: dict) -> dict:
         out["targets met"] = "no sequential figure"
     else:
         fair = mod if mod else grp
-        met = (out["x vs sequential"] >= 3 and (fair is None or bal <= fair * 1.0)
+        met = (out["x vs sequential"] >= 3 and (fair is None or bal <= fair * (1 + SPREAD))
                and out["balanced under cap"] is not False)
         out["targets met"] = "yes" if met else "no"
     return out

@@ -31,6 +31,11 @@ def test_slower_than_model_offload_misses_the_target():
     assert set(df["targets met"]) == {"no"}
 
 
+def test_within_the_run_to_run_spread_counts_as_fast_as_model_offload():
+    assert set(offload.comparison(_records(balanced_s=0.35 * 1.005))["targets met"]) == {"yes"}
+    assert set(offload.comparison(_records(balanced_s=0.35 * 1.02))["targets met"]) == {"no"}
+
+
 def test_group_is_the_yardstick_where_model_offload_does_not_fit():
     df = offload.comparison(_records(balanced_s=0.45, model_status="oom"))
     row = df.iloc[0]
