@@ -15,7 +15,8 @@ gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 jobs=${JOBS:-$(( gpus > 1 ? gpus : 2 ))}
 common=(run.timeout_s="${CELL_TIMEOUT:-600}" metrics.save_images=false)
 model_args=()
-for a in "${sweep[@]}"; do [[ $a == engine=* || $a == dtype=* ]] || model_args+=("$a"); done
+# the warm-up cell takes the sweep's fixed settings: no engine / dtype, no swept (comma-valued) axis
+for a in "${sweep[@]}"; do [[ $a == engine=* || $a == dtype=* || $a == *,* ]] || model_args+=("$a"); done
 
 now() { date +%s.%N; }
 rm -rf "$OUT/sweeps" "$OUT"/one_gpu.sqlite* "$OUT"/all_gpus.sqlite*

@@ -42,7 +42,7 @@ def _use_triton_kernel(layer) -> bool:
     """The Triton dequantization kernel (`triton_dequant`) serves this layer: CUDA, a supported layout,
     and the kernel has not failed in this process."""
     return (not _KERNEL_FAILED and layer.qweight.is_cuda and triton_dequant.enabled(layer.qweight.device)
-            and triton_dequant.supports(layer.weight_type, layer.group_size))
+            and triton_dequant.supports(layer.weight_type, layer.group_size, layer.qweight.device))
 
 
 def _triton_available() -> bool:

@@ -3,13 +3,20 @@
 Why: on the H200 the torch.compile'd `quantize.dequantize_2d` (dynamic shapes) spent 48 ms per FLUX.1-dev
 forward on int8 dequantization - ~0.7 TB/s, a seventh of the card's bandwidth (scripts/bench_sdnq.py
 --profile). This kernel works on whole groups: a program loads ``BLOCK_G`` groups' scales once and their
-codes as one ``[BLOCK_G, GROUP]`` tile (``GROUP`` a compile-time power of two), so there is no per-element
-index arithmetic beyond the tile and every load is contiguous.
+codes as one ``[BLOCK_G, GROUP]`` tile, so there is no per-element index arithmetic beyond the tile and
+every load is contiguous. A group size that is not a power of two (SDXL's 320 / 640 / 1280-wide layers
+get groups of 320, 640 and 480) is padded to the next power of two and masked.
 
-Covers int8 / uint8 codes and bit-packed 4-bit codes (int4, uint4: two codes per byte, low nibble first -
-`pack.pack_bits`'s layout) with a power-of-two group size; other types and layouts use
-`quantize.dequantize_2d`. The arithmetic is fp32 (``q * scale (+ zero)``) with one rounding to the output
-dtype, which is what the torch path computes for bf16 scales and a bf16 output.
+Covers one-byte codes - int8, uint8, and float8_e4m3fn / float8_e5m2 (the stored bits reinterpreted in
+the kernel; GPUs of compute capability 8.9 and up) - with any group size up to `TILE`, and bit-packed
+4-bit codes (int4, uint4: two codes per byte, low nibble first - `pack.pack_bits`'s layout) with a
+power-of-two group size. Other types and layouts use `quantize.dequantize_2d`. The arithmetic is fp32
+(``q * scale (+ zero)``) with one rounding to the output dtype, which is what the torch path computes for
+bf16 scales and a bf16 output.
+
+Why it matters beyond bandwidth: a layer that falls back to the torch.compile'd function pays dynamo's
+guard checks at every call from eager code; SDXL, with ~600 such layers per UNet forward, ran at 7.9
+steps/s against BF16's 19.3 (H200, 1024x1024) while most of its layers took that path.
 Exposed as the custom op ``sdnq::dequantize_groups`` so torch.compile keeps it as one opaque call.
 """
 from __future__ import annotations
@@ -23,7 +30,8 @@ from engines.sdnq.dtypes import weight_type
 
 #: "auto" (this kernel on CUDA where it applies) or "torch" (always `quantize.dequantize_2d`).
 BACKEND = os.environ.get("SDNQ_DEQUANT_BACKEND", "auto")
-MODE_BYTE, MODE_NIBBLE = 0, 1
+MODE_BYTE, MODE_NIBBLE, MODE_E4M3, MODE_E5M2 = 0, 1, 2, 3
+_FLOAT_MODES = {"float8_e4m3fn": MODE_E4M3, "float8_e5m2": MODE_E5M2}
 TILE = 8192  # codes per program
 RAW_KERNEL = None
 _KERNEL = None
@@ -39,12 +47,29 @@ def _triton_ok() -> bool:
     return True
 
 
-def supports(wtype: str, group_size: int) -> bool:
-    """Whether the kernel handles this weight type and group size."""
+@functools.lru_cache(maxsize=None)
+def _capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def supports(wtype: str, group_size: int, device: torch.device | None = None) -> bool:
+    """Whether the kernel handles this weight type and group size (on ``device``: float8 codes need
+    compute capability 8.9 or newer for Triton's float8 conversions)."""
     wt = weight_type(wtype)
-    if wt.kind == "float" or wt.bits not in (4, 8):
+    if wt.kind == "float":
+        if wtype not in _FLOAT_MODES:
+            return False  # the fnuz formats: AMD's, not decoded here
+        if device is not None and device.type == "cuda" and _capability(device.index) < (8, 9):
+            return False
+    elif wt.bits == 4:
+        return 2 <= group_size <= TILE and group_size & (group_size - 1) == 0
+    elif wt.bits != 8:
         return False
-    return group_size >= 2 and group_size & (group_size - 1) == 0 and group_size <= TILE
+    return 1 <= group_size and _pow2(group_size) <= TILE
 
 
 def enabled(device: torch.device) -> bool:
@@ -60,7 +85,8 @@ def _kernel():
 
     @triton.jit
     def dequant_kernel(q_ptr, s_ptr, z_ptr, out_ptr, n_groups, QMIN: tl.constexpr, GROUP: tl.constexpr,
-                       BLOCK_G: tl.constexpr, MODE: tl.constexpr, HAS_ZERO: tl.constexpr):
+                       GROUP_P2: tl.constexpr, BLOCK_G: tl.constexpr, MODE: tl.constexpr,
+                       HAS_ZERO: tl.constexpr):
         g = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
         gmask = g < n_groups
         s = tl.load(s_ptr + g, mask=gmask, other=0).to(tl.float32)
@@ -69,27 +95,35 @@ def _kernel():
             b = tl.load(q_ptr + g[:, None] * (GROUP // 2) + half[None, :], mask=gmask[:, None], other=0)
             b = b.to(tl.int32)
             q = tl.interleave(b & 15, b >> 4).to(tl.float32)
-        else:
-            e = tl.arange(0, GROUP)
-            q = tl.load(q_ptr + g[:, None] * GROUP + e[None, :], mask=gmask[:, None], other=0).to(tl.float32)
+            e_out = tl.arange(0, GROUP)
+            omask = gmask[:, None]
+        else:  # one byte per code; the tile is GROUP_P2 wide, the lanes past GROUP masked
+            e_out = tl.arange(0, GROUP_P2)
+            omask = gmask[:, None] & (e_out[None, :] < GROUP)
+            b = tl.load(q_ptr + g[:, None] * GROUP + e_out[None, :], mask=omask, other=0)
+            if MODE == 2:
+                q = b.to(tl.float8e4nv, bitcast=True).to(tl.float32)
+            elif MODE == 3:
+                q = b.to(tl.float8e5, bitcast=True).to(tl.float32)
+            else:
+                q = b.to(tl.float32)
         q = q + QMIN
         if HAS_ZERO:
             z = tl.load(z_ptr + g, mask=gmask, other=0).to(tl.float32)
             w = q * s[:, None] + z[:, None]
         else:
             w = q * s[:, None]
-        e_out = tl.arange(0, GROUP)
-        tl.store(out_ptr + g[:, None] * GROUP + e_out[None, :], w.to(out_ptr.dtype.element_ty),
-                 mask=gmask[:, None])
+        tl.store(out_ptr + g[:, None] * GROUP + e_out[None, :], w.to(out_ptr.dtype.element_ty), mask=omask)
 
     RAW_KERNEL = dequant_kernel
 
     def launch(data, scale, zero, out, qmin: int, group: int, mode: int):
         n_groups = scale.numel()
-        block_g = max(1, TILE // group)
+        width = _pow2(group)
+        block_g = max(1, TILE // width)
         grid = (triton.cdiv(n_groups, block_g),)
         dequant_kernel[grid](data, scale, zero if zero is not None else scale, out, n_groups, QMIN=qmin,
-                             GROUP=group, BLOCK_G=block_g, MODE=mode, HAS_ZERO=zero is not None)
+                             GROUP=group, GROUP_P2=width, BLOCK_G=block_g, MODE=mode, HAS_ZERO=zero is not None)
         return out
 
     _KERNEL = launch
@@ -98,8 +132,10 @@ def _kernel():
 
 def kernel_args(wtype: str) -> tuple[int, int]:
     """(mode, qmin) for the kernel: the stored code plus qmin is the signed value (packed int4 is stored
-    offset by -qmin; int8 is stored signed)."""
+    offset by -qmin; int8 is stored signed; float8 bits are decoded by the kernel)."""
     wt = weight_type(wtype)
+    if wt.kind == "float":
+        return _FLOAT_MODES[wtype], 0
     if wt.bits == 4:
         return MODE_NIBBLE, wt.qmin if wt.kind == "int" else 0
     return MODE_BYTE, 0

@@ -20,14 +20,16 @@ def test_bnb_post_mode_on_gpu_stores_quantized_weights(dtype):
     assert all(p.dtype in (torch.int8, torch.uint8) for n, p in model.named_parameters() if n.endswith("weight"))
 
 
-@pytest.mark.parametrize("wtype, group", [("int8", 1024), ("uint8", 256), ("int4", 64), ("uint4", 64)])
-def test_sdnq_triton_dequantize_kernel_matches_the_torch_path(wtype, group):
+@pytest.mark.parametrize("wtype, group, k", [("int8", 1024, 3072), ("uint8", 256, 3072), ("int4", 64, 3072),
+                                             ("uint4", 64, 3072), ("int8", 480, 2880), ("uint8", 640, 1280),
+                                             ("float8_e4m3fn", 1024, 3072), ("float8_e5m2", 320, 640)])
+def test_sdnq_triton_dequantize_kernel_matches_the_torch_path(wtype, group, k):
     from engines.sdnq import triton_dequant
     from engines.sdnq.quantize import dequantize_2d, quantize_weight
 
-    w = (torch.randn(3072, 3072, device="cuda") * 0.02).bfloat16()
+    w = (torch.randn(1280, k, device="cuda") * 0.02).bfloat16()
     qw = quantize_weight(w, wtype, group)
-    assert triton_dequant.supports(wtype, qw.group_size)
+    assert qw.group_size == group and triton_dequant.supports(wtype, qw.group_size, w.device)
     ref = dequantize_2d(qw.data, qw.scale, qw.zero_point, wtype, qw.group_size, torch.bfloat16)
     out = triton_dequant.dequantize(qw.data, qw.scale, qw.zero_point, wtype, qw.group_size, torch.bfloat16)
     assert torch.equal(out, ref)

@@ -19,7 +19,9 @@ SCRIPT = textwrap.dedent("""
     td._kernel()
     g = torch.Generator().manual_seed(0)
     cases = [("int8", 128, (24, 512)), ("uint8", 64, (10, 384)), ("int4", 64, (12, 256)),
-             ("uint4", 32, (7, 160)), ("int4", 16, (3, 48))]  # group counts not a multiple of BLOCK_G
+             ("uint4", 32, (7, 160)), ("int4", 16, (3, 48)),  # group counts not a multiple of BLOCK_G
+             ("int8", 320, (5, 640)), ("uint8", 480, (4, 2880)),  # groups that are not powers of two
+             ("float8_e4m3fn", 96, (6, 384)), ("float8_e5m2", 64, (9, 128))]
     for wtype, group, shape in cases:
         w = (torch.randn(shape, generator=g) * 0.05).bfloat16()
         qw = quantize_weight(w, wtype, group)
@@ -48,8 +50,11 @@ def test_triton_dequantize_kernel_matches_the_torch_path_in_interpreter():
 
 @pytest.mark.parametrize("wtype, group, expected", [
     ("int8", 1024, True), ("uint8", 64, True), ("int4", 64, True), ("uint4", 64, True),
-    ("int8", 320, False),  # not a power of two (a small K): the torch path
-    ("int6", 256, False), ("uint2", 16, False), ("float8_e4m3fn", 1024, False),
+    ("int8", 320, True), ("uint8", 480, True),  # padded to the next power of two, masked
+    ("float8_e4m3fn", 1024, True), ("float8_e5m2", 640, True),
+    ("int4", 48, False),  # packed nibbles: powers of two only
+    ("int8", 16384, False),  # wider than a tile
+    ("float8_e4m3fnuz", 64, False), ("int6", 256, False), ("uint2", 16, False),
 ])
 def test_supported_layouts(wtype, group, expected):
     assert triton_dequant.supports(wtype, group) is expected
