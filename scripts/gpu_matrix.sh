@@ -13,6 +13,8 @@ export HARNESS_STORE=${HARNESS_STORE:-$OUT/matrix.sqlite} HARNESS_CACHE=${HARNES
 export PYTHONUNBUFFERED=1 HARNESS_GPU_SLOTS=$SLOTS
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 export HARNESS_GPU_JOBS=$(( (gpus > 0 ? gpus : 1) * SLOTS ))
+# Cells share the host's cores: without a limit each one would start a thread per core.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / HARNESS_GPU_JOBS > 0 ? $(nproc) / HARNESS_GPU_JOBS : 1 ))}
 fraction=$(python -c "print(round(0.92 / $SLOTS, 3))")
 for comp in ${COMPILES:-none regional}; do
   python -m harness +experiment=matrix hydra/launcher=joblib-gpus compile="$comp" \
