@@ -270,6 +270,22 @@ def test_idle_components_are_evicted_only_above_the_low_watermark():
     assert keep.stats()["components"]["a"]["evictions"] == 0
 
 
+def test_a_whole_component_is_not_replanned_until_it_is_evicted(monkeypatch):
+    a, b = Toy(blocks=2), Toy(blocks=2)
+    size = sum(u.nbytes for u in build_units(a))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1)
+    manager.install({"a": a, "b": b})
+    calls = []
+    monkeypatch.setattr(balanced, "plan", lambda *args: calls.append(1) or plan(*args))
+    a(x)
+    a(x)
+    assert len(calls) == 1  # placed whole at the first forward; the second has nothing to place
+    b(x)  # evicts `a`
+    a(x)
+    assert len(calls) == 3 and manager.components["a"].bytes_on_device() == size  # placed again after eviction
+
+
 def test_injected_memory_use_shrinks_the_budget_and_freed_memory_promotes_layers():
     model = Toy(blocks=4)
     total = sum(u.nbytes for u in build_units(model))
