@@ -123,9 +123,13 @@ def _tradeoff(records: list[dict], title: str):
                 ys.append(best)
         ax.step(xs, ys, where="post", color="crimson", alpha=0.5, zorder=2)
         ax.legend(loc="best")
-    for p in shown:
+    xs_all = [p.memory_gib for p in shown]
+    middle = (min(xs_all) + max(xs_all)) / 2
+    for p in shown:  # labels point inwards, so the rightmost ones stay inside the axes
         text = p.label + (" (PSNR inf: reference)" if not math.isfinite(p.quality_db) else "")
-        ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        right = p.memory_gib > middle
+        ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(-6 if right else 6, 4),
+                    ha="right" if right else "left", fontsize=8)
     ax.set_xlabel(_memory_label(records))
     ax.set_ylabel("PSNR vs BF16 (dB, higher is closer)")
     ax.set_title(title)
