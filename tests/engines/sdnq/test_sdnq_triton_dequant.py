@@ -64,3 +64,24 @@ def test_cpu_tensors_never_take_the_kernel():
     import torch
 
     assert not triton_dequant.enabled(torch.device("cpu"))
+
+
+def test_eager_calls_launch_the_kernel_directly_and_compiled_ones_use_the_custom_op(monkeypatch):
+    import torch
+
+    launched = []
+
+    def fake_kernel(data, scale, zero, out, qmin, group, mode):
+        launched.append((qmin, group, mode))
+        return out.fill_(1)
+
+    monkeypatch.setattr(triton_dequant, "_kernel", lambda: fake_kernel)
+    data, scale = torch.zeros(4, 64, dtype=torch.int8), torch.ones(4, 2, dtype=torch.bfloat16)
+    custom = []
+    real_op = triton_dequant._dequantize_groups
+    monkeypatch.setattr(triton_dequant, "_dequantize_groups", lambda *a: custom.append(a) or real_op(*a))
+    out = triton_dequant.dequantize(data, scale, None, "int8", 32, torch.bfloat16)
+    assert out.shape == (4, 64) and bool((out == 1).all()) and launched == [(0, 32, 0)] and custom == []
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    triton_dequant.dequantize(data, scale, None, "int8", 32, torch.bfloat16)
+    assert len(custom) == 1 and len(launched) == 2
