@@ -81,11 +81,6 @@ class QuantizedWeight:
                    if t is not None)
 
 
-def _stored(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``x`` (fp32, >= 0) as stored in ``dtype`` (round to nearest)."""
-    return x.to(dtype)
-
-
 def quantize_weight(weight: torch.Tensor, wtype: str, group_size: int = 0, is_conv: bool = False,
                     scale_dtype: torch.dtype = torch.bfloat16) -> QuantizedWeight:
     """Quantize ``weight`` on its own device. ``group_size`` follows `resolve_group_size`."""
@@ -100,13 +95,13 @@ def quantize_weight(weight: torch.Tensor, wtype: str, group_size: int = 0, is_co
     if wt.kind == "uint":
         lo, hi = w.amin(-1), w.amax(-1)
         zero = lo.to(scale_dtype)
-        scale = _stored((hi - zero.float()).clamp_min(0) / wt.qmax, scale_dtype)
+        scale = ((hi - zero.float()).clamp_min(0) / wt.qmax).to(scale_dtype)  # round to nearest
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = ((w - zero.float().unsqueeze(-1)) / scale.float().unsqueeze(-1)).round_().clamp_(0, wt.qmax)
         codes = q.to(torch.uint8)
     else:
         top = wt.float_max if wt.kind == "float" else wt.qmax
-        scale = _stored(w.abs().amax(-1) / top, scale_dtype)
+        scale = (w.abs().amax(-1) / top).to(scale_dtype)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         q = (w / scale.float().unsqueeze(-1)).clamp_(-top, top)
         if wt.kind == "float":
