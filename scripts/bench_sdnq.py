@@ -33,6 +33,9 @@ CONFIGS = {
     "bf16 compiled": dict(kind="bf16", compile=True),
     "sdnq int8": dict(kind="sdnq", dtype="int8"),
     "sdnq uint4": dict(kind="sdnq", dtype="uint4"),
+    "sdnq int8 (no few-row kernel)": dict(kind="sdnq", dtype="int8", few_rows=False),
+    "sdnq uint4 (no few-row kernel)": dict(kind="sdnq", dtype="uint4", few_rows=False),
+    "sdnq float8_e4m3fn": dict(kind="sdnq", dtype="float8_e4m3fn"),
     "sdnq int8 compiled": dict(kind="sdnq", dtype="int8", compile=True),
     "sdnq int8 + qmm (compiled)": dict(kind="sdnq", dtype="int8", qmm=True, compile=True),
     "sdnq float8_e4m3fn + qmm (compiled)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, compile=True),
@@ -137,6 +140,17 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
 
 
 def bench_one(name, spec, base, x, ref, args):
+    from engines.sdnq import triton_matvec
+    rows_limit = triton_matvec.MAX_ROWS
+    if spec.get("few_rows") is False:  # every SDNQ linear through dequantize + F.linear
+        triton_matvec.MAX_ROWS = 0
+    try:
+        return _bench_one(name, spec, base, x, ref, args)
+    finally:
+        triton_matvec.MAX_ROWS = rows_limit
+
+
+def _bench_one(name, spec, base, x, ref, args):
     model, q_s, q_peak = apply(name, spec, base, args.device, args.compile_mode)
     with torch.no_grad():
         out, first = timed(lambda: model(**x)[0], args.device)
@@ -219,7 +233,11 @@ def main(argv=None):
     p.add_argument("--no-pre", action="store_true", help="skip the pre-mode memory measurement")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler kernel table of one forward")
     p.add_argument("--profile-rows", type=int, default=15)
+    p.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
+                   help="override an integer constant of an engines.sdnq module, e.g. triton_dequant.NUM_WARPS=8")
     args = p.parse_args(argv)
+    for item in args.set:
+        _set_constant(item)
     args.device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     if args.device == "cpu" and not args.tiny:
         sys.exit("no CUDA device: use --tiny for the CPU smoke test")
@@ -228,7 +246,7 @@ def main(argv=None):
     if args.tiny:  # keep the CPU smoke test quick: inductor on CPU compiles for minutes
         names = [n for n in names if not CONFIGS[n].get("compile")]
 
-    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+    results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "set": args.set,
                "torch": torch.__version__, "model": "flux-tiny" if args.tiny else "FLUX.1-dev (synthetic)",
                "rows": [], "pre_mode": []}
     if not args.no_pre:
@@ -259,6 +277,16 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def _set_constant(item: str) -> None:
+    import importlib
+    target, _, value = item.partition("=")
+    module, _, name = target.rpartition(".")
+    mod = importlib.import_module(f"engines.sdnq.{module}")
+    if not hasattr(mod, name):
+        sys.exit(f"--set {item}: engines.sdnq.{module} has no {name}")
+    setattr(mod, name, int(value))
 
 
 def table(results) -> str:

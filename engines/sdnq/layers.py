@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engines.sdnq import triton_dequant
+from engines.sdnq import triton_dequant, triton_matvec
 from engines.sdnq.config import SDNQConfig
 from engines.sdnq.dtypes import conv_weight_type, supports_quantized_matmul, weight_type
 from engines.sdnq.quantize import QuantizedWeight, dequantize_2d, quantize_weight
@@ -36,6 +36,16 @@ _CONV_ATTRS = ("in_channels", "out_channels", "kernel_size", "stride", "padding"
 
 
 _KERNEL_FAILED: list = []
+
+
+def _kernel_failed(err: Exception) -> None:
+    """Record that a Triton kernel failed: from now on this process uses the torch path (said once).
+    Under torch.compile the error propagates (the compiled graph cannot switch paths)."""
+    if torch.compiler.is_compiling():
+        raise err
+    _KERNEL_FAILED.append(err)
+    warnings.warn(f"SDNQ's Triton kernels failed ({type(err).__name__}: {err}); using the "
+                  "torch.compile'd dequantization instead")
 
 
 def _use_triton_kernel(layer) -> bool:
@@ -107,11 +117,7 @@ class SDNQLayerMixin:
                                               self.group_size, dtype)
                 return w.reshape(self.quant_shape)
             except Exception as err:  # a Triton / driver problem: the torch path from now on, said once
-                if torch.compiler.is_compiling():
-                    raise
-                _KERNEL_FAILED.append(err)
-                warnings.warn(f"SDNQ's Triton dequantization kernel failed ({type(err).__name__}: {err}); "
-                              "using the torch.compile'd dequantization instead")
+                _kernel_failed(err)
         fn = dequantize_2d
         if (self.compile_dequantize and self.qweight.is_cuda and not torch.compiler.is_compiling()
                 and _triton_available()):
@@ -180,6 +186,13 @@ class SDNQLinear(SDNQLayerMixin, nn.Linear):
         if self.use_quantized_matmul:
             from engines.sdnq.matmul import quantized_linear
             return quantized_linear(self, x)
+        if self.compile_dequantize and _use_triton_kernel(self) and triton_matvec.applies(
+                x, self.weight_type, self.group_size, self.in_features):
+            try:
+                return triton_matvec.linear(x, self.qweight, self.scale, self.zero_point, self.bias,
+                                            self.weight_type, self.group_size)
+            except Exception as err:
+                _kernel_failed(err)
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantize_weight(x.dtype), bias)
 

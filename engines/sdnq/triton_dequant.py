@@ -34,6 +34,7 @@ BACKEND = os.environ.get("SDNQ_DEQUANT_BACKEND", "auto")
 MODE_BYTE, MODE_NIBBLE, MODE_E4M3, MODE_E5M2 = 0, 1, 2, 3
 _FLOAT_MODES = {"float8_e4m3fn": MODE_E4M3, "float8_e5m2": MODE_E5M2}
 TILE = 8192  # codes per program
+NUM_WARPS = 4
 RAW_KERNEL = None
 _KERNEL = None
 
@@ -78,43 +79,13 @@ def enabled(device: torch.device) -> bool:
 
 
 def _kernel():
+    """The launcher ``launch(data, scale, zero, out, qmin, group, mode)`` (fills and returns ``out``)."""
     global _KERNEL, RAW_KERNEL
     if _KERNEL is not None:
         return _KERNEL
     import triton
-    import triton.language as tl
 
-    @triton.jit
-    def dequant_kernel(q_ptr, s_ptr, z_ptr, out_ptr, n_groups, QMIN: tl.constexpr, GROUP: tl.constexpr,
-                       GROUP_P2: tl.constexpr, BLOCK_G: tl.constexpr, MODE: tl.constexpr,
-                       HAS_ZERO: tl.constexpr):
-        g = tl.program_id(0) * BLOCK_G + tl.arange(0, BLOCK_G)
-        gmask = g < n_groups
-        s = tl.load(s_ptr + g, mask=gmask, other=0).to(tl.float32)
-        if MODE == 1:  # two 4-bit codes per byte, low nibble = even code
-            half = tl.arange(0, GROUP // 2)
-            b = tl.load(q_ptr + g[:, None] * (GROUP // 2) + half[None, :], mask=gmask[:, None], other=0)
-            b = b.to(tl.int32)
-            q = tl.interleave(b & 15, b >> 4).to(tl.float32)
-            e_out = tl.arange(0, GROUP)
-            omask = gmask[:, None]
-        else:  # one byte per code; the tile is GROUP_P2 wide, the lanes past GROUP masked
-            e_out = tl.arange(0, GROUP_P2)
-            omask = gmask[:, None] & (e_out[None, :] < GROUP)
-            b = tl.load(q_ptr + g[:, None] * GROUP + e_out[None, :], mask=omask, other=0)
-            if MODE == 2:
-                q = b.to(tl.float8e4nv, bitcast=True).to(tl.float32)
-            elif MODE == 3:
-                q = b.to(tl.float8e5, bitcast=True).to(tl.float32)
-            else:
-                q = b.to(tl.float32)
-        q = q + QMIN
-        if HAS_ZERO:
-            z = tl.load(z_ptr + g, mask=gmask, other=0).to(tl.float32)
-            w = q * s[:, None] + z[:, None]
-        else:
-            w = q * s[:, None]
-        tl.store(out_ptr + g[:, None] * GROUP + e_out[None, :], w.to(out_ptr.dtype.element_ty), mask=omask)
+    from engines.sdnq.triton_kernels import dequant_kernel
 
     RAW_KERNEL = dequant_kernel
 
@@ -124,7 +95,8 @@ def _kernel():
         block_g = max(1, TILE // width)
         grid = (triton.cdiv(n_groups, block_g),)
         dequant_kernel[grid](data, scale, zero if zero is not None else scale, out, n_groups, QMIN=qmin,
-                             GROUP=group, GROUP_P2=width, BLOCK_G=block_g, MODE=mode, HAS_ZERO=zero is not None)
+                             GROUP=group, GROUP_P2=width, BLOCK_G=block_g, MODE=mode, HAS_ZERO=zero is not None,
+                             num_warps=NUM_WARPS)
         return out
 
     _KERNEL = launch

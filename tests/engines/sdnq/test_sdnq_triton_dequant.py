@@ -1,16 +1,13 @@
-"""The Triton dequantization kernel, run on CPU by Triton's interpreter (TRITON_INTERPRET=1, in a subprocess
-because the variable must be set before Triton is imported): bit-identical to the torch path."""
-import os
-import subprocess
-import sys
+"""The Triton dequantization kernel, run on CPU by Triton's interpreter: bit-identical to the torch path;
+and compiled ahead of time for Hopper."""
 import textwrap
 
 import pytest
 
 from engines.sdnq import triton_dequant
+from tests.engines.sdnq.triton_tools import code_type, compile_for, run_interpreted
 
 pytest.importorskip("triton")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 SCRIPT = textwrap.dedent("""
     import torch
@@ -42,10 +39,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_triton_dequantize_kernel_matches_the_torch_path_in_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240,
-                          cwd=ROOT)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+    run_interpreted(SCRIPT)
 
 
 @pytest.mark.parametrize("wtype, group, expected", [
@@ -88,23 +82,12 @@ def test_eager_calls_launch_the_kernel_directly_and_compiled_ones_use_the_custom
 
 
 def _compile_for(cap: int, mode: int, group: int, has_zero: bool = False):
-    """Compile the kernel to a cubin for compute capability ``cap`` (no GPU needed: Triton's own ptxas)."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     triton_dequant._kernel()
     width = triton_dequant._pow2(group)
-    code = "*u8" if mode in (triton_dequant.MODE_NIBBLE, triton_dequant.MODE_E4M3, triton_dequant.MODE_E5M2) else "*i8"
-    signature = {"q_ptr": code, "s_ptr": "*bf16", "z_ptr": "*bf16", "out_ptr": "*bf16", "n_groups": "i32",
-                 **{name: "constexpr" for name in ("QMIN", "GROUP", "GROUP_P2", "BLOCK_G", "MODE", "HAS_ZERO")}}
+    signature = {"q_ptr": code_type(mode), "s_ptr": "*bf16", "z_ptr": "*bf16", "out_ptr": "*bf16", "n_groups": "i32"}
     constants = {"QMIN": 0, "GROUP": group, "GROUP_P2": width, "BLOCK_G": max(1, triton_dequant.TILE // width),
                  "MODE": mode, "HAS_ZERO": has_zero}
-    try:
-        source = ASTSource(fn=triton_dequant.RAW_KERNEL, signature=signature, constexprs=constants)
-    except TypeError as err:  # another Triton's compile API: this check is for the version CI installs
-        pytest.skip(f"this Triton's ASTSource differs: {err}")
-    return triton.compile(source, target=GPUTarget("cuda", cap, 32))
+    return compile_for(triton_dequant.RAW_KERNEL, cap, signature, constants)
 
 
 @pytest.mark.parametrize("mode, group, has_zero", [
