@@ -11,7 +11,11 @@ mkdir -p "$OUT"
 export HARNESS_GIT_SHA=${HARNESS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 export HARNESS_STORE=${HARNESS_STORE:-$OUT/matrix.sqlite} HARNESS_CACHE=${HARNESS_CACHE:-/tmp/harness-cache}
 export PYTHONUNBUFFERED=1 HARNESS_GPU_SLOTS=$SLOTS
-gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then  # the launcher leases only these
+  gpus=$(tr ',' '\n' <<< "$CUDA_VISIBLE_DEVICES" | grep -c .)
+else
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+fi
 export HARNESS_GPU_JOBS=$(( (gpus > 0 ? gpus : 1) * SLOTS ))
 # Cells share the host's cores: without a limit each one would start a thread per core.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / HARNESS_GPU_JOBS > 0 ? $(nproc) / HARNESS_GPU_JOBS : 1 ))}
