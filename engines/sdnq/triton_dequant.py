@@ -15,9 +15,11 @@ power-of-two group size. Other types and layouts use `quantize.dequantize_2d`. T
 bf16 scales and a bf16 output.
 
 Why it matters beyond bandwidth: a layer that falls back to the torch.compile'd function pays dynamo's
-guard checks at every call from eager code. SDXL ran at 7.9 steps/s against BF16's 19.3 (H200, 1024x1024)
-while 590 of its 794 int8 layers took that path (groups of 320 / 480 / 640); that this is the cause is
-inferred (regional compile, which removes the per-call overhead, doubled the speed), not yet measured.
+guard checks at every call from eager code. SDXL int8 (1024x1024, H200) ran at 7.9 steps/s while 590 of its
+794 int8 layers took that path (groups of 320 / 480 / 640); with those groups on this kernel it runs at
+11.2 steps/s (torchao int8 weight-only 11.9, BF16 18.0; reports/h200/session4/).
+On H200 the kernel moves 3.4-3.6 TB/s on FLUX's large layers; the tile size and warp count barely matter
+there (within 2%, scripts/bench_sdnq_kernels.py).
 Exposed as the custom op ``sdnq::dequantize_groups`` so torch.compile keeps it as one opaque call.
 """
 from __future__ import annotations
