@@ -260,6 +260,7 @@ def ensure_checkpoint(name: str, cache_dir: str | os.PathLike, device: str | tor
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "synthetic.json").write_text(json.dumps(
             {"synthetic": True, "architecture": name, "fingerprint": arch.fingerprint(), "seed": SEED,
+             "rng_device": torch.device(device).type,  # the same seed draws other numbers on CPU and CUDA
              "note": "random weights: image quality columns measure numerical deviation only"}, indent=1))
         del pipe, components
         try:

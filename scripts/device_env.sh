@@ -6,8 +6,10 @@
 # On the device:   source scripts/device_env.sh <git sha>      (installs .whl/ into /tmp/site, sets the env)
 #                  build flux-dev                              (synthetic checkpoint in the background;
 #                                                               /tmp/flux-dev.done when it is ready)
-# Build a checkpoint alone, before anything else uses the CPUs: ~1.5 min for FLUX.1-dev on 16 cores, ~6 min
-# next to the GPU tests. A background job must be `setsid nohup`: a plain `&` dies with the command.
+# `build` draws the weights on the GPU, as a cell that finds no checkpoint does (harness/load.py), so a
+# pre-built checkpoint holds the same numbers as one a run builds. Drawn on the CPU, FLUX.1-dev's 17 billion
+# weights took ~9 min beside other work (session 4, 64 cores); the GPU build is not yet timed.
+# A background job must be `setsid nohup`: a plain `&` dies with the command.
 WHEELS="antlr4-python3-runtime==4.9.3 bitsandbytes==0.50.2 diffusers==0.42.1 gguf==0.19.0 hydra-core==1.3.8
 hydra-joblib-launcher==1.2.0 joblib==1.6.0 lpips==0.1.4 nncf==3.4.0 omegaconf==2.3.0 openvino-telemetry==2025.2.0
 optimum-quanto==0.2.7 peft==0.21.2 pydot==4.0.1 torchao==0.17.0"
@@ -25,6 +27,6 @@ if [[ ! -f /tmp/site/.ok ]]; then
 fi
 export PYTHONPATH=/tmp/site:$PWD HARNESS_CACHE=/tmp/harness-cache HARNESS_GIT_SHA=${1:-unknown} PYTHONUNBUFFERED=1
 build() {
-  setsid nohup bash -c "python -c \"from harness import synthetic; synthetic.ensure_checkpoint('$1', '/tmp/harness-cache')\" \
+  setsid nohup bash -c "python -c \"from harness import synthetic; synthetic.ensure_checkpoint('$1', '/tmp/harness-cache', 'cuda')\" \
     > /tmp/$1.build.log 2>&1 && touch /tmp/$1.done" > /dev/null 2>&1 < /dev/null &
 }

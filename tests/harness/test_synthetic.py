@@ -1,4 +1,5 @@
 import copy
+import json
 
 import pytest
 import torch
@@ -61,6 +62,8 @@ def test_checkpoint_is_built_once_and_deterministic(tmp_path):
     b = (second / "transformer" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert a == b
     assert not [p for p in (tmp_path / "a" / "synthetic").iterdir() if p.name.startswith(".")]  # no temp left
+    meta = json.loads((first / "synthetic.json").read_text())
+    assert meta["synthetic"] and meta["rng_device"] == "cpu"  # the same seed draws other numbers on CUDA
 
 
 def test_full_size_configs_match_published_architectures():
