@@ -25,7 +25,7 @@ from engines.sdnq.quantize import quantize_weight
 #: (rows, K) of FLUX.1-dev's linears: attention 3072x3072, MLP up / down, single-block out, modulation.
 BIG = [(3072, 3072), (12288, 3072), (3072, 12288), (3072, 15360)]
 MODULATION = [(18432, 3072), (9216, 3072), (6144, 3072)]
-WTYPES = [("int8", 0), ("uint4", 0), ("float8_e4m3fn", 0)]
+WTYPES = ["int8", "uint4", "float8_e4m3fn"]
 
 
 def _bench(fn) -> float:
@@ -106,7 +106,7 @@ def main(argv=None):
         raise SystemExit("needs a CUDA GPU")
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     rows = []
-    for wtype, _ in WTYPES:
+    for wtype in WTYPES:
         if not triton_dequant.supports(wtype, 1024, torch.device("cuda")):
             continue
         for shape in BIG:

@@ -186,8 +186,9 @@ class SDNQLinear(SDNQLayerMixin, nn.Linear):
         if self.use_quantized_matmul:
             from engines.sdnq.matmul import quantized_linear
             return quantized_linear(self, x)
-        if self.compile_dequantize and _use_triton_kernel(self) and triton_matvec.applies(
-                x, self.weight_type, self.group_size, self.in_features):
+        # `applies` rejects many-row inputs first, so they check the kernel's support once (in dequantize_weight)
+        if self.compile_dequantize and triton_matvec.applies(
+                x, self.weight_type, self.group_size, self.in_features) and _use_triton_kernel(self):
             try:
                 return triton_matvec.linear(x, self.qweight, self.scale, self.zero_point, self.bias,
                                             self.weight_type, self.group_size)
