@@ -10,7 +10,7 @@ import torch
 
 from engines.base import Unsupported
 from engines.registry import get_engine_class
-from harness import compilation, env, offload, quality, reference
+from harness import compilation, env, offload, progress, quality, reference
 from harness.generate import generate
 from harness.load import load_pipeline
 from harness.measure import MemoryProbe, host_peak_rss_gib
@@ -63,6 +63,7 @@ def run_cell(job: CellJob) -> dict:
     engine_cls = get_engine_class(cell.engine)
     partial: dict = {}
     try:
+        progress.stage("set-up")
         if cell.run.get("host_memory_limit_gib"):
             import resource
 
@@ -82,15 +83,19 @@ def run_cell(job: CellJob) -> dict:
         probe = MemoryProbe(device)
         probe.reset_peak()
         on_device = cell.offload["name"] == "none"
+        progress.stage("load + quantize")
         pipe, load_report = load_pipeline(cell, engine, device, place_on_device=on_device)
         after_load = probe.current()
         host_peak_load = host_peak_rss_gib()
+        progress.stage("offload")
         offload_report = offload.apply(pipe, cell.offload["name"], cell.offload.get("options") or {}, device)
+        progress.stage("compile")
         compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile["fullgraph"],
                                            cell.compile["dynamic"])
         gen = generate(pipe, cell, device, probe)
         offload_report.update(offload.stats(pipe))
         images = gen.pop("images")
+        progress.stage("compare")
         image_paths = save_images(images, Path(job.out_dir), cell) if cell.metrics.get("save_images") else []
 
         texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]]

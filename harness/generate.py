@@ -5,6 +5,7 @@ import time
 
 import torch
 
+from harness import progress
 from harness.measure import MemoryProbe, StepClock, median, sync
 
 
@@ -26,21 +27,36 @@ def generate(pipe, cell, device: torch.device, probe: MemoryProbe) -> dict:
     """Returns ``images`` (uint8, one per prompt x seed, in workload order) and timing/memory figures.
 
     The first warm-up call gives ``first_call_s`` (compile / autotune land there); the peak memory
-    counters are reset after warm-up so the peaks are those of steady-state generation."""
+    counters are reset after warm-up so the peaks are those of steady-state generation. Each call and
+    each finished step is a `harness.progress` stage (one pipe write between steps, after the step's
+    timestamp)."""
     kwargs = pipeline_kwargs(cell)
     prompts, seeds = cell.workload["prompts"], cell.workload["seeds"]
+    steps = cell.workload["steps"]
     clock = StepClock(device)
+    n_warmup, n_timed = cell.workload["warmup"], cell.workload["repeats"] * len(prompts) * len(seeds)
+    n_calls = n_warmup + n_timed
 
-    def call(prompt: str, seed: int) -> torch.Tensor:
+    def call(prompt: str, seed: int, name: str) -> torch.Tensor:
+        def on_step_end(pipe_, step, timestep, callback_kwargs):
+            callback_kwargs = clock(pipe_, step, timestep, callback_kwargs)
+            progress.stage(f"{name}, step {step + 1} of {steps} done")
+            return callback_kwargs
+
+        progress.stage(f"{name}, before its first step")
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # The pipeline runs under its own no_grad, as for any user; inference_mode would break
         # optimum-quanto's int4/int2 tensors ("Cannot set version_counter for inference tensor").
-        return pipe(prompt, generator=generator, callback_on_step_end=clock, **kwargs).images
+        return pipe(prompt, generator=generator, callback_on_step_end=on_step_end, **kwargs).images
+
+    def call_name(index: int) -> str:  # index counts every call, warm-up ones first
+        kind = "first call" if index == 0 else ("warm-up call" if index < n_warmup else "timed call")
+        return f"{kind} ({index + 1} of {n_calls})"
 
     first_call_s = None
-    for i in range(cell.workload["warmup"]):
+    for i in range(n_warmup):
         clock.begin()
-        call(prompts[0], seeds[0])
+        call(prompts[0], seeds[0], call_name(i))
         sync(device)
         if i == 0:
             first_call_s = time.perf_counter() - clock.start
@@ -53,7 +69,7 @@ def generate(pipe, cell, device: torch.device, probe: MemoryProbe) -> dict:
         for prompt in prompts:
             for seed in seeds:
                 clock.begin()
-                out = call(prompt, seed)
+                out = call(prompt, seed, call_name(n_warmup + len(call_times)))
                 sync(device)
                 call_times.append(time.perf_counter() - clock.start)
                 step_times.extend(clock.step_intervals())

@@ -17,6 +17,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from harness import progress
 from harness import status as st
 
 
@@ -24,50 +25,59 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
     """Run ``fn(arg)`` in a forked child; return ``{"status", "error", "payload", "wall_s"}``.
 
     ``payload`` is what ``fn`` returned (status ok) or partial data attached to the exception
-    (attribute ``partial``) when it failed."""
+    (attribute ``partial``) when it failed. A failure's ``error`` carries ``stage``, the last
+    `harness.progress` stage the child entered (None if it entered none); a timeout's or a killed
+    child's message names it, since those leave no traceback."""
     ctx = mp.get_context(start_method())
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, arg, sender), daemon=False)
     start = time.perf_counter()
     proc.start()
     sender.close()
-    message = None
+    message, stage, stage_since = None, None, start
     deadline = start + timeout_s
     try:
-        while time.perf_counter() < deadline:
+        while message is None and time.perf_counter() < deadline:
+            alive = proc.is_alive()
             if receiver.poll(min(0.2, max(0.0, deadline - time.perf_counter()))):
                 try:
-                    message = receiver.recv()
+                    received = receiver.recv()
                 except EOFError:  # child died without a word
-                    pass
-                break
-            if not proc.is_alive():
-                if receiver.poll(0):
-                    message = receiver.recv()
+                    break
+                if isinstance(received, tuple):  # ("stage", name) from harness.progress
+                    stage, stage_since = received[1], time.perf_counter()
+                else:
+                    message = received
+            elif not alive:
                 break
     finally:
         receiver.close()
-    timed_out = message is None and proc.is_alive() and time.perf_counter() >= deadline
+    now = time.perf_counter()
+    timed_out = message is None and proc.is_alive() and now >= deadline
     if timed_out or (message is not None and proc.is_alive()):
         proc.join(5 if not timed_out else 0)
     if proc.is_alive():
         _kill_group(proc.pid)
         proc.join(10)
     wall = time.perf_counter() - start
+    where = f" during {stage} (for the last {now - stage_since:.0f} s)" if stage else ""
     if timed_out:
-        return {"status": st.TIMEOUT, "wall_s": wall, "payload": None,
-                "error": st.error_record("Timeout", f"cell exceeded its timeout of {timeout_s:g} s")}
-    if message is not None:
-        return {**message, "wall_s": wall}
-    code = proc.exitcode
-    if code is not None and code < 0:
-        name = st.signal_name(-code)
+        outcome = {"status": st.TIMEOUT, "payload": None,
+                   "error": st.error_record("Timeout", f"cell exceeded its timeout of {timeout_s:g} s{where}")}
+    elif message is not None:
+        outcome = message
+    elif proc.exitcode is not None and proc.exitcode < 0:
+        name = st.signal_name(-proc.exitcode)
         # SIGKILL with no timeout: almost always the kernel's out-of-memory killer.
-        status = st.OOM if -code == signal.SIGKILL else st.CRASHED
-        return {"status": status, "wall_s": wall, "payload": None,
-                "error": st.error_record(name, f"cell process killed by {name}")}
-    return {"status": st.CRASHED, "wall_s": wall, "payload": None,
-            "error": st.error_record("ProcessExit", f"cell process exited with code {code} without a result")}
+        status = st.OOM if -proc.exitcode == signal.SIGKILL else st.CRASHED
+        outcome = {"status": status, "payload": None,
+                   "error": st.error_record(name, f"cell process killed by {name}{where}")}
+    else:
+        outcome = {"status": st.CRASHED, "payload": None, "error": st.error_record(
+            "ProcessExit", f"cell process exited with code {proc.exitcode} without a result{where}")}
+    if outcome["error"] is not None:
+        outcome["error"]["stage"] = stage
+    return {**outcome, "wall_s": wall}
 
 
 def start_method() -> str:
@@ -80,6 +90,7 @@ def start_method() -> str:
 
 def _child(fn: Callable[[Any], dict], arg: Any, sender) -> None:
     os.setpgid(0, 0)  # own process group: a timeout kills compile workers too
+    progress.connect(lambda name: sender.send(("stage", name)))
     try:
         payload = fn(arg)
         message = {"status": st.OK, "error": None, "payload": payload}

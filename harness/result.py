@@ -2,7 +2,7 @@
 
 Keys (README documents them for users):
   schema_version, cell_key, created, status (ok|unsupported|error|oom|timeout|crashed),
-  error {type, message, normalized, reason?, traceback?} or null,
+  error {type, message, normalized, stage, reason?, traceback?} or null (stage: where the cell was),
   model, engine, dtype, mode, components, offload, compile, workload {...},
   metrics {load_s, read_s, quantize_s, move_s, first_call_s, steps_per_s, step_s, s_per_image,
            mem_after_load_gib, reserved_after_load_gib, peak_mem_gib, peak_reserved_gib,

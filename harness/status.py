@@ -40,14 +40,15 @@ def error_record(exc_type: str, message: str) -> dict:
 
 
 def classify_exception(exc: BaseException) -> str:
-    """Status for an exception raised inside a cell."""
+    """Status for an exception raised inside a cell. Out-of-memory is recognised first and without
+    importing anything: memory may still be exhausted while the exception is handled."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & set(_OOM_TYPES) or _OOM_TEXT.search(str(exc)):
+        return OOM
     from engines.base import Unsupported
 
     if isinstance(exc, Unsupported):
         return UNSUPPORTED
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & set(_OOM_TYPES) or _OOM_TEXT.search(str(exc)):
-        return OOM
     return ERROR
 
 

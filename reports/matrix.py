@@ -99,8 +99,9 @@ def _key(record: dict) -> tuple:
 
 def matrix_frame(records: list[dict], known: list[dict] | None = None) -> pd.DataFrame:
     """One row per model x device x engine x dtype x mode x offload x compile (newest record of each):
-    status, exception type, first line of the message, its normalized form, its error group (``E1``...)
-    and the known issues that concern it with their verdicts."""
+    status, exception type, first line of the message, its normalized form, the stage the cell was in when
+    it failed (records from before stages were recorded have none), its error group (``E1``...) and the
+    known issues that concern it with their verdicts."""
     known = load_known_issues() if known is None else known
     rows = []
     for r in _latest(records):
@@ -110,9 +111,9 @@ def matrix_frame(records: list[dict], known: list[dict] | None = None) -> pd.Dat
                      "compile": r.get("compile"), "status": r.get("status"),
                      "error_type": err.get("type"), "message": err.get("message"),
                      "normalized": err.get("normalized") or _normalize(err.get("message")),
-                     "created": r.get("created")})
-    columns = [*CELL_KEYS, "status", "error_type", "message", "normalized", "error_group", "known_issues",
-               "verdicts", "disagrees", "created"]
+                     "stage": err.get("stage"), "created": r.get("created")})
+    columns = [*CELL_KEYS, "status", "error_type", "message", "normalized", "stage", "error_group",
+               "known_issues", "verdicts", "disagrees", "created"]
     if not rows:
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(rows)
@@ -176,7 +177,8 @@ def label(row: dict) -> str:
 
 def error_groups(records: list[dict], known: list[dict] | None = None) -> list[dict]:
     """Identical failures listed once: ``{id, status, type, message (an example first line), normalized,
-    count, cells: [labels], known: [issue keys]}``; failures first (most cells first), then unsupported."""
+    count, cells: [labels], stages: [each cell's stage or None], known: [issue keys]}``; failures first
+    (most cells first), then unsupported."""
     df = matrix_frame(records, known)
     out: dict[str, dict] = {}
     for row in df.to_dict("records"):
@@ -185,9 +187,10 @@ def error_groups(records: list[dict], known: list[dict] | None = None) -> list[d
             continue
         group = out.setdefault(gid, {"id": gid, "status": row["status"], "type": row["error_type"],
                                      "message": row["message"], "normalized": row["normalized"], "count": 0,
-                                     "cells": [], "models": set(), "known": set()})
+                                     "cells": [], "stages": [], "models": set(), "known": set()})
         group["count"] += 1
         group["cells"].append(label(row))
+        group["stages"].append(row["stage"])
         group["models"].add(f"{row['model']} on {row['device']}")
         group["known"].update(k for k in (row["known_issues"] or "").split(";") if k)
     groups = sorted(out.values(), key=lambda g: (g["id"][0] == "U", int(g["id"][1:])))
@@ -315,7 +318,8 @@ def markdown(records: list[dict], known: list[dict] | None = None) -> str:
             known_txt = f" Known: {', '.join(g['known'])}." if g["known"] else ""
             lines += [f"**{g['id']}** {g['status']} - `{g['type']}: {_md(g['message'])}` "
                       f"({g['count']} cell{'s' if g['count'] != 1 else ''}).{known_txt}", ""]
-            lines += [f"- {c}" for c in g["cells"]] + [""]
+            lines += [f"- {c}" + (f" (in {_md(stage)})" if stage else "")
+                      for c, stage in zip(g["cells"], g["stages"])] + [""]
     lines += ["## Known upstream reports", "", "| id | concerns | expected | verdicts here | source |",
               "|---|---|---|---|---|"]
     for k in known:

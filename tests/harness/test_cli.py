@@ -74,6 +74,13 @@ def test_sweep_survives_crash_hang_oom_and_error(cli, tmp_path, store_path):
         rows = dict(db.execute("SELECT dtype, status FROM results").fetchall())
     assert rows == {"raise": "error", "segfault": "crashed", "hang": "timeout", "oom": "oom",
                     "unsupported": "unsupported", "bf16": "ok"}
+    with sqlite3.connect(store_path) as db:
+        errors = {d: json.loads(r)["error"] for d, r in db.execute("SELECT dtype, record FROM results")}
+    assert errors["bf16"] is None
+    assert {d: e["stage"] for d, e in errors.items() if e} == dict.fromkeys(
+        ["raise", "segfault", "hang", "oom", "unsupported"], "load + quantize")  # the fault engine quantizes
+    assert errors["hang"]["message"].startswith("cell exceeded its timeout of 20 s during load + quantize (for the")
+    assert errors["segfault"]["message"].startswith("cell process killed by SIGSEGV during load + quantize")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -70,3 +70,35 @@ def test_error_messages_are_normalized_for_grouping():
     assert a == b
     assert st.normalize_message("bad value 17 at /tmp/x/y.bin") == "bad value N at <path>"
     assert st.classify_exception(RuntimeError("CUDA out of memory. Tried")) == st.OOM
+
+
+def _stages_then(ending):
+    def run(arg):
+        from harness import progress
+
+        progress.stage("load + quantize")
+        progress.stage("first call (1 of 2), step 2 of 4 done")
+        return ending(arg)
+    return run
+
+
+@pytest.mark.parametrize("ending, status, says", [
+    (_hang, st.TIMEOUT, "cell exceeded its timeout of 3 s during first call (1 of 2), step 2 of 4 done"),
+    (_segfault, st.CRASHED, "cell process killed by SIGSEGV during first call (1 of 2), step 2 of 4 done"),
+    (_raise, st.ERROR, "bad value 17"),
+], ids=["timeout", "crash", "raise"])
+def test_a_failure_names_the_last_stage_the_cell_entered(ending, status, says):
+    out = run_isolated(_stages_then(ending), None, timeout_s=3)
+    assert out["status"] == status
+    assert out["error"]["message"].startswith(says)
+    assert out["error"]["stage"] == "first call (1 of 2), step 2 of 4 done"
+
+
+def test_a_failure_before_any_stage_has_no_stage():
+    out = run_isolated(_raise, None, timeout_s=30)
+    assert out["error"]["stage"] is None and out["error"]["message"] == "bad value 17 at /tmp/x/y.bin"
+
+
+def test_stages_do_not_reach_an_ok_result():
+    out = run_isolated(_stages_then(_ok), 4, timeout_s=30)
+    assert out["status"] == st.OK and out["error"] is None

@@ -12,10 +12,11 @@ from reports import matrix
 
 
 def _rec(engine, dtype, offload, status, error=None, compile="none", created="2026-11-21T10:00:00",
-         model="flux-dev", device="NVIDIA H200", exc_type="RuntimeError"):
+         model="flux-dev", device="NVIDIA H200", exc_type="RuntimeError", stage=None):
+    err = {**error_record(exc_type, error), "stage": stage} if error else None
     return {"cell_key": f"{model}-{engine}-{dtype}-{offload}-{compile}-{created}", "model": model, "engine": engine,
             "dtype": dtype, "mode": "post", "offload": offload, "compile": compile, "status": status,
-            "created": created, "error": error_record(exc_type, error) if error else None,
+            "created": created, "error": err,
             "workload": {"name": "quick", "steps": 4, "width": 512, "height": 512},
             "quality": {"synthetic_weights": True},
             "env": {"device_name": device, "driver": "570.86", "cuda": "12.8", "git_sha": "abc123",
@@ -29,14 +30,15 @@ RECORDS = [
     _rec("bf16", "bf16", "sequential", "ok"),
     # two cells, one failure: numbers and sizes differ, the normalized message is the same
     _rec("bnb", "nf4", "sequential", "error", BLOCKWISE),
-    _rec("bnb", "nf4", "group", "error", BLOCKWISE),
+    _rec("bnb", "nf4", "group", "error", BLOCKWISE, stage="first call (1 of 1), before its first step"),
     _rec("quanto", "int8", "balanced", "ok"),                                      # known broken: now works
     _rec("quanto", "int8", "sequential", "error", "Expected all tensors to be on the same device, but found "
          "at least two devices, cuda:0 and cpu!"),
     _rec("sdnq", "int8", "balanced", "crashed", "cell process killed by SIGSEGV", exc_type="SIGSEGV"),  # documented ok
     _rec("torchao", "int4", "model", "oom", "CUDA out of memory. Tried to allocate 1.50 GiB", exc_type=OOM),
     _rec("torchao", "int4", "group", "oom", "CUDA out of memory. Tried to allocate 20.00 MiB", exc_type=OOM),
-    _rec("torchao", "int8", "sequential", "timeout", "cell exceeded its timeout of 300 s", exc_type="Timeout"),
+    _rec("torchao", "int8", "sequential", "timeout", "cell exceeded its timeout of 300 s during first call (1 of 1), "
+         "step 2 of 4 done (for the last 250 s)", exc_type="Timeout", stage="first call (1 of 1), step 2 of 4 done"),
     _rec("gguf", "q8_0", "model", "unsupported", "offload=model needs a CUDA accelerator; this run's device is cpu",
          exc_type="Unsupported"),
     _rec("gguf", "q8_0", "balanced", "unsupported",
@@ -93,6 +95,7 @@ def test_identical_errors_are_grouped_once_with_every_combination():
     assert bnb["count"] == 2 and bnb["id"] == "E1"  # most cells first
     assert bnb["cells"] == ["bnb:nf4 offload=sequential compile=none", "bnb:nf4 offload=group compile=none"]
     assert bnb["known"] == ["K1"]
+    assert bnb["stages"] == [None, "first call (1 of 1), before its first step"]  # a record may have none
     # out-of-memory with different sizes: one group
     (oom,) = by_type[("oom", "OutOfMemoryError")]
     assert oom["count"] == 2 and "<size>" in oom["normalized"]
@@ -131,9 +134,14 @@ def test_render_writes_markdown_and_csv_with_provenance(tmp_path):
     assert "quanto:int8 offload=balanced" in news and "no longer reproduces" in news
     assert "sdnq:int8 offload=balanced" in news and "bnb:nf4" not in news
     assert "not covered by this matrix: fused projections" in md
+    assert "- bnb:nf4 offload=group compile=none (in first call (1 of 1), before its first step)\n" in md
+    assert "- bnb:nf4 offload=sequential compile=none\n" in md
     with open(paths["csv"]) as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == len(RECORDS) and {"status", "error_type", "message", "error_group", "verdicts"} <= set(rows[0])
+    assert len(rows) == len(RECORDS)
+    assert {"status", "error_type", "message", "stage", "error_group", "verdicts"} <= set(rows[0])
+    timeout = [r for r in rows if r["status"] == "timeout"][0]
+    assert timeout["stage"] == "first call (1 of 1), step 2 of 4 done"
 
 
 def test_html_fragment_escapes_and_marks_statuses():
