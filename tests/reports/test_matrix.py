@@ -224,3 +224,16 @@ def test_cpu_matrix_sweep_then_report(cli, tmp_path, store_path):
     assert {r["status"] for r in balanced} == {"unsupported"} and len({r["error_group"] for r in balanced}) == 1
     md = (out / "matrix.md").read_text()
     assert "## flux-tiny on" in md and "64x64 px, 2 steps" in md and "| quanto:int8 | ok | unsupported U1" in md
+
+
+def test_gpu_caps_are_listed_as_fraction_and_gib_pairs():
+    def capped(record, fraction, gib):
+        record = {**record, "config": {"run": {"gpu_memory_fraction": fraction}}, "env": dict(record["env"])}
+        if gib is not None:
+            record["env"]["gpu_cap_gib"] = gib
+        return record
+
+    records = [capped(RECORDS[0], 0.46, 64.308), capped(RECORDS[2], 0.46, None),  # failed before it knew
+               capped(RECORDS[3], 0.92, 128.617)]
+    (cap,) = [text for label, text in matrix.provenance(records) if label == "GPU memory cap"]
+    assert cap.startswith("0.46 of the card = 64.308 GiB, 0.92 of the card = 128.617 GiB per cell")
