@@ -401,6 +401,8 @@ def to_html(records: list[dict], known: list[dict] | None = None) -> str:
                         continue
                     cls = f"status-{row['status']}" + (" disagrees" if row["disagrees"] else "")
                     tip = f"{row['error_type']}: {row['message']}" if row["message"] else row["status"]
+                    if row["stage"]:
+                        tip += f" | in {row['stage']}"
                     if row["verdicts"]:
                         tip += " | " + row["verdicts"]
                     tds.append(f"<td class=\"{e(cls)}\" title=\"{e(tip)}\">{e(_cell_text(row))}</td>")

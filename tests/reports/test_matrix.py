@@ -151,6 +151,7 @@ def test_html_fragment_escapes_and_marks_statuses():
         assert f"status-{status}" in fragment
     assert "disagrees" in fragment and "&lt;bad&gt; &amp; &#x27;shapes&#x27;" in fragment
     assert "<bad>" not in fragment
+    assert "| in first call (1 of 1), before its first step" in fragment  # a failed cell's stage, in its tooltip
     assert "No results" in matrix.to_html([], KNOWN)
 
 
