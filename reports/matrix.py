@@ -214,14 +214,15 @@ def provenance(records: list[dict]) -> list[tuple[str, str]]:
         return ", ".join(sorted({fmt(i) for i in items if i is not None and i != ""})) or "unknown"
 
     created = sorted(str(r["created"]) for r in records if r.get("created"))
-    # fraction of the card -> GiB (None: a fraction-less cap, or a record that failed before it knew the GiB)
-    caps: dict = {}
+    by_fraction: dict = {}  # fraction of the card -> GiB (None until a record that knew it is seen)
+    gib_only: set = set()   # caps given in GiB (run.gpu_memory_gib)
     for r in records:
         fraction = ((r.get("config") or {}).get("run") or {}).get("gpu_memory_fraction")
         gib = (r.get("env") or {}).get("gpu_cap_gib")
-        if fraction is not None or gib is not None:
-            caps[fraction] = caps.get(fraction) or gib
-    caps = set(caps.items())
+        if fraction is not None:
+            by_fraction[fraction] = by_fraction.get(fraction) or gib
+        elif gib is not None:
+            gib_only.add(gib)
     info = [
         ("device", values(_device(r) for r in records)),
         ("driver / CUDA", f"{values(e.get('driver') for e in envs)} / {values(e.get('cuda') for e in envs)}"),
@@ -232,9 +233,9 @@ def provenance(records: list[dict]) -> list[tuple[str, str]]:
         ("harness", values(e.get("git_sha") for e in envs)),
         ("cells", f"{len(records)}, measured {created[0] if created else '?'} .. {created[-1] if created else '?'}"),
     ]
-    if caps:
-        text = ", ".join(" = ".join(part for part in (f"{f:g} of the card" if f else "", f"{g:g} GiB" if g else "")
-                                    if part) for f, g in sorted(caps, key=lambda c: (c[0] or 0, c[1] or 0)))
+    if by_fraction or gib_only:
+        text = ", ".join([f"{f:g} of the card" + (f" = {g:g} GiB" if g else "") for f, g in sorted(by_fraction.items())]
+                         + [f"{g:g} GiB" for g in sorted(gib_only)])
         info.append(("GPU memory cap", text + " per cell (cells may share a GPU; a cap keeps them apart)"))
     if any((r.get("quality") or {}).get("synthetic_weights") for r in records):
         info.append(("weights", "synthetic (random): statuses are real, quality is not measured here"))

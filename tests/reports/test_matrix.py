@@ -238,3 +238,6 @@ def test_gpu_caps_are_listed_as_fraction_and_gib_pairs():
                capped(RECORDS[3], 0.92, 128.617)]
     (cap,) = [text for label, text in matrix.provenance(records) if label == "GPU memory cap"]
     assert cap.startswith("0.46 of the card = 64.308 GiB, 0.92 of the card = 128.617 GiB per cell")
+    by_gib = [{**r, "env": {**r["env"], "gpu_cap_gib": g}} for r, g in zip(RECORDS[:2], (24.0, 16.0))]
+    (cap,) = [text for label, text in matrix.provenance(by_gib) if label == "GPU memory cap"]
+    assert cap.startswith("16 GiB, 24 GiB per cell")  # caps given in GiB are not merged into one
