@@ -11,7 +11,7 @@ Contract, in the order the harness calls it:
 3. ``verify(name, module)`` proves the conversion happened: it counts the modules that now hold
    quantized weights and raises `EngineError` when none do, so a run that quantized nothing is
    never reported as quantized.
-4. ``describe()`` returns what is needed to reproduce the run: backend versions and resolved
+4. ``report()`` returns what is needed to reproduce the run: backend versions and resolved
    settings.
 
 An engine never falls back silently to BF16: what it cannot do raises `Unsupported(reason)`.
@@ -24,6 +24,8 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable
 
 import torch
+
+from engines.options import NoOptions, check as check_options, defaults
 
 
 class Unsupported(Exception):
@@ -53,7 +55,8 @@ class Engine(ABC):
       components: pipeline components the engine can quantize.
       modes: subset of ("pre", "post").
       requires: import names of the Python packages the engine needs.
-      options: default engine-specific options; a config may only set keys listed here.
+      options: the engine's option schema (a frozen dataclass, see `engines.options`): names, types,
+        defaults, meanings and valid ranges; a config may only set what it declares.
     """
 
     name: ClassVar[str]
@@ -62,20 +65,19 @@ class Engine(ABC):
     components: ClassVar[tuple[str, ...]] = KNOWN_COMPONENTS
     modes: ClassVar[tuple[str, ...]] = ("post",)
     requires: ClassVar[tuple[str, ...]] = ()
-    options: ClassVar[dict[str, Any]] = {}
+    options: ClassVar[type] = NoOptions
     #: True when the engine leaves weights in the compute dtype (the BF16 reference).
     is_reference: ClassVar[bool] = False
 
     def __init__(self, dtype: str | None = None, mode: str = "post", options: dict | None = None,
-                 compute_dtype: torch.dtype = torch.bfloat16):
+                 compute_dtype: torch.dtype = torch.bfloat16, cache_dir: str | None = None):
+        """``options`` are checked against the schema (`ValueError`, one line, on a bad one);
+        ``cache_dir`` is where the engine may keep files it derives (conversions), None = its default."""
         self.dtype = dtype or self.default_dtype
         self.mode = mode
         self.compute_dtype = compute_dtype
-        unknown = sorted(set(options or {}) - set(self.options))
-        if unknown:
-            raise ValueError(f"engine '{self.name}' has no option(s) {unknown}; "
-                             f"valid options: {sorted(self.options) or 'none'}")
-        self.settings: dict[str, Any] = {**self.options, **(options or {})}
+        self.cache_root = cache_dir
+        self.settings: dict[str, Any] = check_options(self.options, options, f"engine '{self.name}'")
         if self.dtype not in self.dtypes:
             raise ValueError(f"engine '{self.name}' does not support dtype '{self.dtype}'; "
                              f"it supports: {', '.join(self.dtypes)}")
@@ -83,6 +85,11 @@ class Engine(ABC):
             raise Unsupported(f"engine '{self.name}' has no '{mode}' mode (it has: {', '.join(self.modes)})")
 
     # -- declarations -----------------------------------------------------------------------
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Every option with its default."""
+        return defaults(cls.options)
+
     @classmethod
     def missing_packages(cls) -> list[str]:
         """Required packages that are not installed (checked without importing them)."""
@@ -135,9 +142,31 @@ class Engine(ABC):
                               f"({targets} candidate modules): refusing to report it as quantized")
         return {"quantized_modules": done, "target_modules": targets}
 
-    def describe(self) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
+        """What reproduces this engine's part of a run: backend versions and resolved settings."""
         return {"engine": self.name, "dtype": self.dtype, "mode": self.mode,
                 "settings": dict(self.settings), "versions": self.package_versions()}
+
+    @classmethod
+    def offload_unit(cls, path: str, module: torch.nn.Module) -> str | None:
+        """Which placement unit ``module`` belongs to under balanced offload (`harness.offload.balanced`).
+
+        Asked of the modules of a component, parents before children, with ``path`` the module's dotted
+        name in the component (``""`` for the component itself). Answers:
+          * ``path`` itself: ``module`` is atomic (a quantized layer): it moves with its whole subtree,
+            never split from its scales; its children are not asked.
+          * another module's path: ``module``'s own tensors move with that module's unit (e.g. a weight
+            decompressor holding the scales of the layer whose weight it rebuilds); its children are asked.
+          * None: the generic rule of the offloader: ``module``'s own tensors are a unit of their own.
+        Asked of every module: it must be cheap and must not import the backend.
+        Default: atomic when ``module`` directly holds a tensor subclass (a parameter or buffer whose
+        type is not exactly ``torch.Tensor`` / ``nn.Parameter``), else None. Overrides answer for the
+        engine's own layer types and defer to this for the rest.
+        """
+        own = [*module._parameters.values(), *module._buffers.values()]
+        if any(t is not None and type(t) not in (torch.Tensor, torch.nn.Parameter) for t in own):
+            return path
+        return None
 
 
 # Import name -> distribution name, where they differ.

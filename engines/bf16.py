@@ -13,8 +13,8 @@ class BF16Engine(Engine):
     modes = ("pre", "post")
     is_reference = True
 
-    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
-        super().__init__(dtype, mode, options, compute_dtype)
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):
+        super().__init__(dtype, mode, options, compute_dtype, cache_dir)
         self.compute_dtype = torch.float16 if self.dtype == "fp16" else torch.bfloat16
 
     def load_component(self, name, cls, path, **kwargs):

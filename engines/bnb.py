@@ -19,7 +19,16 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from engines.base import Engine, Unsupported
+from engines.options import option
+
+
+@dataclass(frozen=True)
+class BnbOptions:
+    double_quant: bool = option(False, "nf4/fp4: quantize the absmax scales again (bnb_4bit_use_double_quant)")
+    int8_threshold: float = option(6.0, "LLM.int8 outlier threshold (llm_int8_threshold)", min=0.0)
 
 
 class BitsAndBytesEngine(Engine):
@@ -28,10 +37,10 @@ class BitsAndBytesEngine(Engine):
     default_dtype = "nf4"
     modes = ("pre", "post")
     requires = ("bitsandbytes",)
-    options = {"double_quant": False, "int8_threshold": 6.0}
+    options = BnbOptions
 
-    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
-        super().__init__(dtype, mode, options, compute_dtype)
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):
+        super().__init__(dtype, mode, options, compute_dtype, cache_dir)
         self.device: torch.device | None = None
 
     def check_platform(self, device):
@@ -102,6 +111,14 @@ class BitsAndBytesEngine(Engine):
         done = sum(isinstance(m, quantized) for m in module.modules())
         others = sum(type(m) is torch.nn.Linear for m in module.modules())
         return done, done + others
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """bitsandbytes layers keep their scales beside the packed weight (quant_state, SCB): a layer of
+        the bitsandbytes package that holds parameters moves whole."""
+        if type(module).__module__.startswith("bitsandbytes.") and next(module.parameters(), None) is not None:
+            return path
+        return super().offload_unit(path, module)
 
 
 def _is_transformers(cls: type) -> bool:

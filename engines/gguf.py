@@ -11,22 +11,30 @@ Two ways in (pre mode, transformer / unet):
 Post mode quantizes an in-memory module with the same quantizers and swaps its Linear layers for
 diffusers' ``GGUFLinear`` (no file).
 
-Options:
-  file: path of a user .gguf file (pre mode); None = convert in-house.
-  cache_dir: where converted files live; None = ``$XDG_CACHE_HOME`` (or ~/.cache)
-      ``/quant-diffusion-harness/gguf``.
+Option ``file``: path of a user .gguf file (pre mode); None = convert in-house. Converted files live
+under the engine's ``cache_dir`` (the harness passes ``run.cache_dir``) in ``gguf/``.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from engines.base import Engine, Unsupported
+from engines.options import option
 from engines.gguf_convert import CONVERTIBLE
 
 K_QUANTS = ("q6_k", "q5_k", "q4_k", "q3_k", "q2_k")
+
+
+@dataclass(frozen=True)
+class GGUFOptions:
+    file: Optional[str] = option(None, "a user .gguf for the denoiser (k-quants included, pre mode); "
+                                       "null = convert in-house")
+
 _UNQUANTIZED = ("F32", "F16", "BF16")
 
 
@@ -37,10 +45,10 @@ class GGUFEngine(Engine):
     components = ("transformer", "unet")
     modes = ("pre", "post")
     requires = ("gguf",)
-    options = {"file": None, "cache_dir": None}
+    options = GGUFOptions
 
-    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
-        super().__init__(dtype, mode, options, compute_dtype)
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):
+        super().__init__(dtype, mode, options, compute_dtype, cache_dir)
         self.files: dict[str, str] = {}  # component -> the .gguf file it was loaded from
 
     def check_platform(self, device):
@@ -52,8 +60,9 @@ class GGUFEngine(Engine):
             raise Unsupported("gguf options.file loads a file: it needs pre mode")
 
     def cache_dir(self) -> Path:
-        if self.settings["cache_dir"]:
-            return Path(self.settings["cache_dir"]).expanduser()
+        """Where converted files live: ``<cache_dir>/gguf``, by default under the user's cache folder."""
+        if self.cache_root:
+            return Path(self.cache_root) / "gguf"
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
         return Path(base) / "quant-diffusion-harness" / "gguf"
 
@@ -87,8 +96,8 @@ class GGUFEngine(Engine):
         except (ValueError, KeyError, RuntimeError) as err:
             raise ValueError(f"{file}: diffusers could not load it as {cls.__name__}: {err}") from err
 
-    def describe(self):
-        out = super().describe()
+    def report(self):
+        out = super().report()
         out["settings"]["files"] = dict(self.files)
         return out
 
@@ -123,3 +132,12 @@ class GGUFEngine(Engine):
         done = [m for m in linears if isinstance(m, GGUFLinear)
                 and getattr(m.weight, "quant_type", None) is not None and m.weight.quant_type.name not in _UNQUANTIZED]
         return len(done), len(linears)
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """diffusers' GGUF layers (``GGUFLinear``) dequantize their packed weight at each forward: a layer
+        of diffusers' GGUF quantizer that holds parameters moves whole."""
+        if (type(module).__module__.startswith("diffusers.quantizers.gguf.")
+                and next(module.parameters(), None) is not None):
+            return path
+        return super().offload_unit(path, module)

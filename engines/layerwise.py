@@ -14,7 +14,17 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+from typing import List, Optional
+
 from engines.base import Engine
+from engines.options import option
+
+
+@dataclass(frozen=True)
+class LayerwiseOptions:
+    skip_patterns: Optional[List[str]] = option(None, "regex list of modules kept in the compute dtype; "
+                                                      "null = diffusers' defaults")
 
 
 class LayerwiseEngine(Engine):
@@ -23,7 +33,7 @@ class LayerwiseEngine(Engine):
     default_dtype = "float8_e4m3fn"
     modes = ("post",)
     requires = ("diffusers",)
-    options = {"skip_patterns": None}
+    options = LayerwiseOptions
 
     @property
     def storage_dtype(self) -> torch.dtype:

@@ -27,7 +27,21 @@ import importlib.util
 
 import torch
 
+from dataclasses import dataclass
+from typing import Optional
+
 from engines.base import Engine, Unsupported
+from engines.options import option
+
+
+@dataclass(frozen=True)
+class NNCFOptions:
+    group_size: int = option(0, "0 = auto (int4: 64, int8: per channel), -1 = per channel, n = int4 group size",
+                             min=-1)
+    quant_conv: bool = option(False, "also compress convolutions (SDXL UNet), per channel int8")
+    decompress_fp32: bool = option(False, "decompress in FP32 instead of FP16")
+    compile_decompress: Optional[bool] = option(None, "torch.compile the decompressors; null = on with CUDA + Triton")
+    int8_matmul: bool = option(False, "direct INT8 matmul for int8_sym (not implemented: unsupported)")
 
 # SD.Next dtype name -> nncf.CompressWeightsMode member.
 _MODES = {"int8": "INT8_ASYM", "int8_sym": "INT8_SYM", "int4": "INT4_ASYM", "int4_sym": "INT4_SYM"}
@@ -40,11 +54,10 @@ class NNCFEngine(Engine):
     default_dtype = "int8_sym"
     modes = ("post",)
     requires = ("nncf",)
-    options = {"group_size": 0, "quant_conv": False, "decompress_fp32": False,
-               "compile_decompress": None, "int8_matmul": False}
+    options = NNCFOptions
 
-    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
-        super().__init__(dtype, mode, options, compute_dtype)
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):
+        super().__init__(dtype, mode, options, compute_dtype, cache_dir)
         self.device: torch.device | None = None
 
     @property
@@ -67,8 +80,6 @@ class NNCFEngine(Engine):
             raise Unsupported("nncf int8_matmul: direct INT8 MatMul is not implemented yet "
                               "(it is to reuse the SDNQ quantized-matmul kernels)")
         size = int(self.settings["group_size"])
-        if size < -1:
-            raise ValueError(f"nncf group_size must be 0 (auto), -1 (off) or positive, got {size}")
         if self.bits == 8 and size > 0:
             raise Unsupported(f"nncf {self.dtype}: NNCF compresses int8 per output channel only; "
                               f"group_size={size} needs an int4 dtype (use 0 or -1)")
@@ -111,11 +122,26 @@ class NNCFEngine(Engine):
         done = [m for m in targets if m.weight.dtype in (torch.int8, torch.uint8)]
         return len(done), len(targets)
 
-    def describe(self):
-        out = super().describe()
+    def report(self):
+        out = super().report()
         out["settings"].update(resolved_group_size=self.group_size(),
                                compile_decompress=self.compile_decompress())
         return out
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """NNCF keeps each weight decompressor (it holds the scales and zero points) in the hook storage
+        it adds to the model, at ``<model>.__nncf_hooks.<pre|post>_hooks.<key>.<id>`` where ``<key>`` is
+        the hooked tensor's dotted name spelled with ``:`` plus ``__<port>``
+        (``transformer_blocks:0:attn:to_q:weight__0``): a module under a key moves with the layer that
+        owns that tensor."""
+        parts = path.split(".")
+        if "__nncf_hooks" in parts:  # nncf.torch.function_hook.wrapper.ATR_HOOK_STORAGE
+            at = parts.index("__nncf_hooks")
+            if len(parts) > at + 2:
+                tensor = parts[at + 2].rsplit("__", 1)[0].split(":")
+                return ".".join(parts[:at] + tensor[:-1])
+        return super().offload_unit(path, module)
 
 
 def decompressors(module: torch.nn.Module) -> list[torch.nn.Module]:

@@ -26,7 +26,7 @@ class QuantoEngine(Engine):
     default_dtype = "int8"
     modes = ("pre", "post")
     requires = ("optimum.quanto",)
-    options = {}
+
 
     def quantization_config(self, name, cls):
         if cls.__module__.split(".")[0] == "transformers":
@@ -47,3 +47,11 @@ class QuantoEngine(Engine):
         done = sum(isinstance(m, QModuleMixin) and isinstance(m.weight, QTensor) for m in module.modules())
         plain = sum(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in module.modules())
         return done, done + plain
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """quanto's layers (QLinear, QConv2d, ...) hold QTensor weights with their scales: a layer of the
+        optimum.quanto package that holds parameters moves whole."""
+        if type(module).__module__.startswith("optimum.quanto.") and next(module.parameters(), None) is not None:
+            return path
+        return super().offload_unit(path, module)

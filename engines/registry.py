@@ -14,15 +14,21 @@ ENGINES: dict[str, str] = {
     "gguf": "engines.gguf:GGUFEngine",
     "layerwise": "engines.layerwise:LayerwiseEngine",
     "sdnq": "engines.sdnq.engine:SDNQEngine",
-    # Fault injection for the isolation tests; never part of a real sweep.
     "fault": "engines.fault:FaultEngine",
 }
+#: Registered but never listed or suggested: fault injection for the isolation tests.
+HIDDEN = frozenset({"fault"})
 
 
 def available() -> list[str]:
     """Registered engine names whose module exists in this checkout."""
     return [name for name, target in ENGINES.items()
             if importlib.util.find_spec(target.split(":")[0]) is not None]
+
+
+def visible() -> list[str]:
+    """The engines a user chooses from (listed, suggested)."""
+    return [name for name in available() if name not in HIDDEN]
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:

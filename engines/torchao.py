@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from engines.base import Engine, Unsupported
+from engines.options import option
+
+
+@dataclass(frozen=True)
+class TorchAOOptions:
+    group_size: int = option(128, "int4 weight-only group size", choices=(32, 64, 128, 256))
+    granularity: str = option("row", "float8dq activation/weight scales: per row or per tensor",
+                              choices=("row", "tensor"))
 
 
 class TorchAOEngine(Engine):
@@ -16,7 +26,7 @@ class TorchAOEngine(Engine):
     default_dtype = "int8"
     modes = ("pre", "post")
     requires = ("torchao",)
-    options = {"group_size": 128, "granularity": "row"}
+    options = TorchAOOptions
 
     def check_platform(self, device: torch.device) -> None:
         super().check_platform(device)
@@ -29,8 +39,6 @@ class TorchAOEngine(Engine):
             if torch.cuda.get_device_capability(device) < (8, 9):
                 raise Unsupported(f"torchao float8 dynamic quantization needs compute capability >= 8.9, "
                                   f"this GPU has {torch.cuda.get_device_capability(device)}")
-        if self.settings["granularity"] not in ("row", "tensor"):
-            raise ValueError(f"torchao option granularity must be 'row' or 'tensor', not {self.settings['granularity']!r}")
 
     def ao_config(self):
         """The AOBaseConfig object for this dtype (config is data; torchao's handler applies it)."""
@@ -78,3 +86,11 @@ class TorchAOEngine(Engine):
         linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
         done = sum(type(m.weight) not in (torch.Tensor, torch.nn.Parameter) for m in linears)
         return done, len(linears)
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """torchao's weights are tensor subclasses (the default rule); a layer of the torchao package that
+        holds parameters moves whole too."""
+        if type(module).__module__.startswith("torchao.") and next(module.parameters(), None) is not None:
+            return path
+        return super().offload_unit(path, module)

@@ -1,55 +1,48 @@
-"""The Hydra entry point: compose -> validate -> run (isolated) -> store -> print."""
+"""The Hydra task: one job of a run or a sweep. `harness.cli` has composed and validated every job before
+Hydra writes anything; here a job validates again (cheap), runs through `harness.runner` and reports."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from harness.config import register
+from harness.paths import conf_dir
+from harness.schema import register
 
 register()
 
-
-def _engine_dtype(engine: str, dtype) -> str:
-    """Run-directory names show the dtype a run really uses (the engine default when dtype is null)."""
-    if dtype not in (None, "None", "null", ""):
-        return str(dtype)
-    from engines.registry import ENGINES, get_engine_class
-
-    return get_engine_class(engine).default_dtype if engine in ENGINES else "default"
+#: What each job of this process did (in-process launchers): `harness.runner.Outcome`, or a skip line.
+OUTCOMES: list = []
 
 
-OmegaConf.register_new_resolver("engine_dtype", _engine_dtype, replace=True)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+@hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
 def task(cfg: DictConfig):
-    from harness import runner
-    from harness.validate import ConfigError, validate
+    from harness import console, runner
+    from harness.errors import ConfigError, UnsupportedDtype
+    from harness.validate import validate
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        cell = validate(cfg)
-    except ConfigError as exc:
-        if multirun and "does not support dtype" in str(exc):
-            # A sweep crossing engines with dtypes: combinations outside an engine's vocabulary are skipped.
+        spec = validate(cfg)
+    except UnsupportedDtype as exc:
+        if multirun:
             print(f"skip: {exc}")
             return None
-        runner.fail(str(exc))
+        console.reject(str(exc))
+    except ConfigError as exc:
+        console.reject(str(exc))
     run_dir = HydraConfig.get().runtime.output_dir
-    record = runner.run(cell, run_dir)
-    if record is None:
-        return None
-    if multirun:
-        m = record["metrics"]
-        print(f"[{record['status']}] {runner.describe(cell)} steps/s={m['steps_per_s']} "
-              f"weight_gib={m['weight_gib']} psnr={record['quality'].get('psnr_db')}")
-    else:
-        print(runner.summary_table(record))
+    try:
+        outcome = runner.run(spec, run_dir)
+    except Exception as exc:  # noqa: BLE001 - a harness failure: one line, the details in a log
+        console.harness_failure(exc, run_dir)
+    OUTCOMES.append(outcome)
+    for problem in outcome.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if outcome.record is not None:
+        print(console.result_line(outcome.record) if multirun else console.summary_table(outcome.record))
     sys.stdout.flush()
-    return record["status"]
+    return outcome.record["status"] if outcome.record else None

@@ -3,6 +3,7 @@ check platform -> load + quantize -> offload -> compile -> warm up -> generate +
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +15,12 @@ from harness import compilation, env, offload, progress, quality, reference
 from harness.generate import generate
 from harness.load import load_pipeline
 from harness.measure import MemoryProbe, host_peak_rss_gib
-from harness.validate import Cell
+from harness.spec import CellSpec
 
 
 @dataclass
 class CellJob:
-    cell: Cell
+    cell: CellSpec
     out_dir: str
     reference_key: str
     #: This cell is the BF16 reference of its workload: save its images as the reference.
@@ -55,7 +56,7 @@ def apply_gpu_cap(run: dict, device: torch.device) -> float | None:
     return round(fraction * total / 2**30, 3)
 
 
-def run_cell(job: CellJob) -> dict:
+def measure(job: CellJob) -> dict:
     """Run ``job`` and return the payload of a result record (metrics, quality, reports, env)."""
     quiet()
     cell = job.cell
@@ -72,11 +73,13 @@ def run_cell(job: CellJob) -> dict:
         if device.type == "cuda":
             torch.cuda.set_device(device)
             cap_gib = apply_gpu_cap(cell.run, device)
+        t_env = time.perf_counter()
         partial["env"] = env.collect(device, tuple(engine_cls.package_versions()))
+        overhead = {"env_s": time.perf_counter() - t_env}
         if device.type == "cuda":
             partial["env"]["gpu_cap_gib"] = cap_gib
-        engine = engine_cls(cell.dtype, cell.mode, cell.engine_options)
-        partial["engine_report"] = engine.describe()
+        engine = engine_cls(cell.dtype, cell.mode, cell.engine_options, cache_dir=cell.run["cache_dir"])
+        partial["engine_report"] = engine.report()
         engine.check_platform(device)
         offload.check(cell.offload["name"], device)
 
@@ -88,15 +91,19 @@ def run_cell(job: CellJob) -> dict:
         after_load = probe.current()
         host_peak_load = host_peak_rss_gib()
         progress.stage("offload")
-        offload_report = offload.apply(pipe, cell.offload["name"], cell.offload.get("options") or {}, device)
+        offload_report = offload.apply(pipe, cell.offload["name"], cell.offload.get("options") or {}, device,
+                                       engine=engine)
         progress.stage("compile")
-        compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile["fullgraph"],
-                                           cell.compile["dynamic"])
+        compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile.get("fullgraph", False),
+                                           cell.compile.get("dynamic", False))
         gen = generate(pipe, cell, device, probe)
         offload_report.update(offload.stats(pipe))
         images = gen.pop("images")
         progress.stage("compare")
+        t_images = time.perf_counter()
         image_paths = save_images(images, Path(job.out_dir), cell) if cell.metrics.get("save_images") else []
+        overhead["images_s"] = time.perf_counter() - t_images
+        t_quality = time.perf_counter()
 
         texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]]
         if job.save_reference:
@@ -108,6 +115,7 @@ def run_cell(job: CellJob) -> dict:
                              "unavailable": {"all": "no BF16 reference images for this workload"}}
         else:
             quality_block = quality.compare(images, ref, texts, cell.metrics)
+        overhead["quality_s"] = time.perf_counter() - t_quality
         quality_block["reference"] = job.reference_key
         quality_block["synthetic_weights"] = load_report["synthetic"]
         if load_report["synthetic"]:
@@ -133,8 +141,9 @@ def run_cell(job: CellJob) -> dict:
             "memory_kind": "cuda" if device.type == "cuda" else "host_rss",
             "n_timed_calls": gen["n_timed_calls"],
             "n_step_samples": gen["n_step_samples"],
+            "overhead": overhead,
         }
-        engine_report = {**engine.describe(), "components": load_report["components"],
+        engine_report = {**engine.report(), "components": load_report["components"],
                          "checkpoint": load_report["checkpoint"]}
         return {"metrics": metrics, "quality": quality_block, "engine_report": engine_report,
                 "offload_report": offload_report, "compile_report": compile_report, "env": partial["env"],
@@ -144,7 +153,7 @@ def run_cell(job: CellJob) -> dict:
         raise
 
 
-def save_images(images: list[torch.Tensor], out_dir: Path, cell: Cell) -> list[Path]:
+def save_images(images: list[torch.Tensor], out_dir: Path, cell: CellSpec) -> list[Path]:
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)

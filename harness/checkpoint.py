@@ -10,6 +10,35 @@ class CheckpointError(ValueError):
     """A checkpoint path that is missing, not a diffusers pipeline, or corrupt."""
 
 
+#: The only libraries a checkpoint's ``model_index.json`` may name: its classes are looked up in these
+#: packages' public namespaces, never imported from a module the checkpoint names.
+LIBRARIES = ("diffusers", "transformers")
+
+
+def check_component(library, class_name) -> None:
+    """`CheckpointError` unless a ``model_index.json`` entry names a public class of diffusers or transformers.
+    Looked up in the library's namespace listing: nothing is imported on the checkpoint's say-so."""
+    if (library not in LIBRARIES or not isinstance(class_name, str) or not class_name.isidentifier()
+            or class_name.startswith("_")):
+        raise CheckpointError(f"model_index.json names {library}.{class_name}: only classes of "
+                              f"{' and '.join(LIBRARIES)} are loaded (a checkpoint never runs its own code)")
+    import importlib
+
+    if class_name not in dir(importlib.import_module(library)):
+        raise CheckpointError(f"model_index.json names {library}.{class_name}, which {library} does not have")
+
+
+def component_class(library, class_name) -> type:
+    """The class a ``model_index.json`` entry names, once `check_component` accepts it."""
+    import importlib
+
+    check_component(library, class_name)
+    cls = getattr(importlib.import_module(library), class_name, None)
+    if not isinstance(cls, type):
+        raise CheckpointError(f"model_index.json names {library}.{class_name}, which is not a class")
+    return cls
+
+
 def resolve(path_or_repo: str) -> Path:
     """A local folder, or a Hugging Face repo id already in the local cache (offline lookup)."""
     path = Path(path_or_repo).expanduser()
@@ -46,6 +75,11 @@ def check(folder: Path) -> dict:
     for name, entry in index.items():
         if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
             continue
+        if len(entry) != 2:
+            raise CheckpointError(f"{index_path}: component '{name}' is not a [library, class] pair")
+        check_component(*entry)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise CheckpointError(f"{index_path}: component name {name!r} is not an identifier")
         sub = folder / name
         if not sub.is_dir():
             raise CheckpointError(f"{folder}: component '{name}' is listed in model_index.json but its "

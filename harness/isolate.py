@@ -21,7 +21,7 @@ from harness import progress
 from harness import status as st
 
 
-def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
+def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
     """Run ``fn(arg)`` in a forked child; return ``{"status", "error", "payload", "wall_s"}``.
 
     ``payload`` is what ``fn`` returned (status ok) or partial data attached to the exception
@@ -35,6 +35,7 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
     proc.start()
     sender.close()
     message, stage, stage_since = None, None, start
+    first_stage_at = received_at = None
     deadline = start + timeout_s
     try:
         while message is None and time.perf_counter() < deadline:
@@ -46,8 +47,9 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
                     break
                 if isinstance(received, tuple):  # ("stage", name) from harness.progress
                     stage, stage_since = received[1], time.perf_counter()
+                    first_stage_at = first_stage_at or stage_since
                 else:
-                    message = received
+                    message, received_at = received, time.perf_counter()
             elif not alive:
                 break
     finally:
@@ -77,7 +79,24 @@ def run_isolated(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
             "ProcessExit", f"cell process exited with code {proc.exitcode} without a result{where}")}
     if outcome["error"] is not None:
         outcome["error"]["stage"] = stage
-    return {**outcome, "wall_s": wall}
+    end = time.perf_counter()
+    timing = {"start_s": None if first_stage_at is None else first_stage_at - start,
+              "teardown_s": None if received_at is None else end - received_at}
+    return {**outcome, "wall_s": wall, "timing": timing}
+
+
+def warm_imports(device_type: str) -> None:
+    """Import what every cell needs, once, in the parent (the fork inherits it).
+
+    Only for CPU runs: on a CUDA machine some backends create a CUDA context when imported (torchao via
+    diffusers), which would poison forked children; there the children import for themselves."""
+    if device_type != "cpu":
+        return
+    import diffusers  # noqa: F401
+    import torchmetrics.functional.image  # noqa: F401
+    import transformers  # noqa: F401
+    from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa: F401
+    from transformers import CLIPTextModel, T5EncoderModel  # noqa: F401
 
 
 def start_method() -> str:

@@ -1,22 +1,18 @@
-"""``python -m harness list``: what can be chosen, read from the registry and conf/ (never hard-coded)."""
+"""``python -m harness list``: what can be chosen, read from the registry, the schemas and conf/."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from engines.registry import available, get_engine_class
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from engines.options import rows
+from engines.registry import get_engine_class, visible
+from harness.compose import group_choices
 
 
-def _choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+def _options(schema: type, indent: str) -> list[str]:
+    return [f"{indent}{name}={default}  ({valid}): {help_}" for name, default, valid, help_ in rows(schema)]
 
 
 def print_listing() -> None:
-    print("engines (engine=NAME dtype=TYPE):")
-    for name in available():
-        if name == "fault":
-            continue
+    print("engines (engine=NAME dtype=TYPE engine.options.NAME=VALUE):")
+    for name in visible():
         try:
             cls = get_engine_class(name)
         except Exception as exc:  # noqa: BLE001 - a broken engine module must not hide the others
@@ -26,5 +22,35 @@ def print_listing() -> None:
         note = f"  [missing: {', '.join(missing)}]" if missing else ""
         print(f"  {name:10s} dtypes: {', '.join(cls.dtypes)} (default {cls.default_dtype}); "
               f"modes: {', '.join(cls.modes)}{note}")
-    for group in ("model", "offload", "compile", "workload", "experiment"):
-        print(f"{group}: {', '.join(_choices(group))}")
+        for line in _options(cls.options, "      "):
+            print(line)
+    from harness.offload import options as offload_options
+
+    print("offload (offload=NAME offload.options.NAME=VALUE):")
+    for name, schema in offload_options.SCHEMAS.items():
+        print(f"  {name}")
+        for line in _options(schema, "      "):
+            print(line)
+    import dataclasses
+
+    from harness.schema import COMPILE_SCHEMAS
+
+    print("compile (compile=NAME compile.KEY=VALUE):")
+    for name, schema in COMPILE_SCHEMAS.items():
+        keys = [f.name for f in dataclasses.fields(schema) if f.name != "name"]
+        print(f"  {name}" + (f"  keys: {', '.join(keys)}" if keys else ""))
+    for group in ("model", "workload", "experiment"):
+        print(f"{group}: {', '.join(group_choices(group))}")
+
+
+def options_markdown() -> str:
+    """README's options table: every engine's and offload mode's options, from their schemas."""
+    from harness.offload import options as offload_options
+
+    lines = ["| set with | option | default | valid values | meaning |", "|---|---|---|---|---|"]
+    groups = [(f"engine={name}", "engine.options", get_engine_class(name).options) for name in visible()]
+    groups += [(f"offload={name}", "offload.options", schema) for name, schema in offload_options.SCHEMAS.items()]
+    for choice, prefix, schema in groups:
+        for name, default, valid, help_ in rows(schema):
+            lines.append(f"| `{choice}` | `{prefix}.{name}` | `{default}` | {valid.replace('|', '/')} | {help_} |")
+    return "\n".join(lines)

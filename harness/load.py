@@ -5,7 +5,6 @@ before (from the checkpoint's safetensors headers) and after, and the engine's v
 """
 from __future__ import annotations
 
-import importlib
 import json
 import struct
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 
 from engines.base import Engine, module_nbytes
-from harness import synthetic
+from harness import checkpoint, synthetic
 from harness.measure import GIB, sync
 
 _DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -30,8 +29,9 @@ def checkpoint_folder(cell, device: torch.device) -> Path:
 
 
 def component_class(folder: Path, name: str) -> type:
+    """The class of component ``name``: only a diffusers / transformers class (`checkpoint.component_class`)."""
     library, class_name = json.loads((folder / "model_index.json").read_text())[name]
-    return getattr(importlib.import_module(library), class_name)
+    return checkpoint.component_class(library, class_name)
 
 
 def stored_nbytes(folder: Path, name: str) -> int:

@@ -1,4 +1,4 @@
-"""Timers and memory probes, with the definitions of design.md ("What a run measures").
+"""Timers and memory probes, with the definitions of README's record table (`harness.record`).
 
 GPU memory: `torch.cuda.memory_allocated` / `max_memory_allocated` / `max_memory_reserved`.
 Host memory: resident set size from /proc (VmRSS, and VmHWM for the peak, which `reset_host_peak`

@@ -1,7 +1,8 @@
-"""BF16 reference images: computed once per (model, workload images, device) and reused by every
-cell that compares against them."""
+"""BF16 reference images: computed once per (model, workload images, hardware) and reused by every
+cell that compares against them. `ensure` is the parent's step that makes sure they exist."""
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -13,6 +14,34 @@ from pathlib import Path
 import torch
 
 from harness.synthetic import ARCHITECTURES
+
+
+def spec_for(spec):
+    """The BF16 cell whose images ``spec`` is compared with: same model and workload, no offload, compile
+    or GPU memory cap (the reference must fit whatever the cell under test simulates)."""
+    config = json.loads(json.dumps(spec.config))
+    config["run"] = {**spec.run, "gpu_memory_fraction": None, "gpu_memory_gib": None}
+    config["engine"] = {"name": "bf16", "mode": "post", "components": ["denoiser"], "options": {}}
+    config["dtype"] = "bf16"
+    config["offload"] = {"name": "none", "options": {}}
+    config["compile"] = {"name": "none"}
+    denoiser = "transformer" if spec.model["family"] == "flux" else "unet"
+    return dataclasses.replace(spec, config=config, engine="bf16", dtype="bf16", mode="post",
+                               components=[denoiser], engine_options={}, offload=config["offload"],
+                               compile=config["compile"], run=config["run"])
+
+
+def ensure(spec, key: str, run_reference) -> bool:
+    """Make sure the reference images ``key`` of ``spec`` exist; ``run_reference(ref_spec)`` computes them
+    (an isolated BF16 cell, stored as such) when they do not. Workers sharing the cache wait for the one
+    computing them. Returns True when this call computed them."""
+    if spec.is_reference or load(spec.run["cache_dir"], key) is not None:
+        return False
+    with lock(spec.run["cache_dir"], key):
+        if load(spec.run["cache_dir"], key) is not None:
+            return False
+        run_reference(spec_for(spec))
+    return True
 
 
 def reference_key(cell, hardware: str, versions: dict) -> str:

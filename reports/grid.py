@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from reports import provenance
+from reports.records import groups, is_reference, label
 
 TILE = 256
 COLUMNS = 6
@@ -36,20 +37,20 @@ def render(records: list[dict], out_dir: str | Path, tile: int = TILE) -> list[G
     """Write one grid PNG per (model, device, prompt x seed image) into ``out_dir``; return them."""
     out = Path(out_dir)
     grids = []
-    for (model, device), group in provenance.groups(records).items():
+    for (model, device), group in groups(records).items():
         ok = [r for r in group if r.get("status") == "ok"]
-        refs = [r for r in ok if provenance.is_reference(r)]
+        refs = [r for r in ok if is_reference(r)]
         ref = refs[-1] if refs else None
-        others = sorted((r for r in ok if not provenance.is_reference(r) and r.get("images")),
-                        key=provenance.label)
+        others = sorted((r for r in ok if not is_reference(r) and r.get("images")),
+                        key=label)
         names = _image_names(ref, others)
         if not names or not (ref or others):
             continue
         ref_images = _reference_images(ref, others, names)
         for name in names:
             tiles = [("BF16 (reference)", _reference_caption(ref), ref_images.get(name))]
-            tiles += [(provenance.label(r), _caption(r), _open(_find(r, name))) for r in others]
-            path = out / f"{_slug(model)}__{_slug(device)}__{Path(name).stem}.png"
+            tiles += [(label(r), _caption(r), _open(_find(r, name))) for r in others]
+            path = out / f"{slug(model)}__{slug(device)}__{Path(name).stem}.png"
             _draw(tiles, path, tile, title=f"{model} on {device}: {Path(name).stem}", group=group)
             grids.append(Grid(path, model, device, Path(name).stem, [t[0] for t in tiles]))
     return grids
@@ -173,5 +174,7 @@ def _draw(tiles: list[tuple[str, list[str], Image.Image | None]], path: Path, ti
     canvas.save(path, optimize=True)
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` fit for a file name: runs of other characters than letters, digits, dots and dashes
+    become one dash."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"

@@ -5,7 +5,8 @@
 - ``speed``: denoising it/s per engine/dtype;
 - ``memory``: weights, memory after load and peak memory per engine/dtype.
 
-Each figure carries its provenance in a footer and, for synthetic weights, the warning.
+Each figure carries its provenance in a footer and, for synthetic weights, the warning. Labels, legends and
+value annotations stay inside the figure and clear of the data they label (the tests check the drawn boxes).
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from reports import provenance  # noqa: E402
-from reports.grid import _slug  # noqa: E402
+from reports.grid import slug  # noqa: E402
+from reports.records import groups, is_reference, label  # noqa: E402
 
-KINDS = ("tradeoff", "speed", "memory")
+#: kind -> what its title says after "model on device: ".
+KINDS = {"tradeoff": "memory vs quality vs speed", "speed": "denoising speed", "memory": "memory"}
 
 
 @dataclass
 class Plot:
+    """One written figure, with the section (model, device) it belongs to."""
+
     path: Path
     model: str
     device: str
@@ -36,6 +41,8 @@ class Plot:
 
 @dataclass
 class Point:
+    """One cell on the trade-off plot."""
+
     label: str
     memory_gib: float | None
     #: PSNR in dB vs BF16; inf for the reference itself.
@@ -44,10 +51,11 @@ class Point:
 
 
 def point(record: dict) -> Point:
+    """The trade-off figures of a record: peak memory (else memory after load), PSNR, speed."""
     m, q = record.get("metrics") or {}, record.get("quality") or {}
     memory = m.get("peak_mem_gib") if m.get("peak_mem_gib") is not None else m.get("mem_after_load_gib")
-    quality = math.inf if provenance.is_reference(record) else q.get("psnr_db")
-    return Point(provenance.label(record), memory, quality, m.get("steps_per_s"))
+    quality = math.inf if is_reference(record) else q.get("psnr_db")
+    return Point(label(record), memory, quality, m.get("steps_per_s"))
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
@@ -68,21 +76,26 @@ def render(records: list[dict], out_dir: str | Path) -> list[Plot]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = []
-    for (model, device), group in provenance.groups(records).items():
-        ok = [r for r in group if r.get("status") == "ok"]
-        if not ok:
+    for (model, device), group in groups(records).items():
+        if not any(r.get("status") == "ok" for r in group):
             continue
-        stem = f"{_slug(model)}__{_slug(device)}"
-        for kind, draw in (("tradeoff", _tradeoff), ("speed", _speed), ("memory", _memory)):
-            title = f"{model} on {device}: " + {"tradeoff": "memory vs quality vs speed",
-                                                "speed": "denoising speed", "memory": "memory"}[kind]
-            fig = draw(ok, title)
-            _footer(fig, group)
-            path = out / f"{stem}__{kind}.png"
+        for kind, what in KINDS.items():
+            title = f"{model} on {device}: {what}"
+            fig = draw(kind, group, title)
+            path = out / f"{slug(model)}__{slug(device)}__{kind}.png"
             fig.savefig(path, dpi=100)
             plt.close(fig)
             plots.append(Plot(path, model, device, kind, title))
     return plots
+
+
+def draw(kind: str, group: list[dict], title: str):
+    """The ``kind`` figure (`KINDS`) of one model x device group: its ok cells, the group's provenance in the
+    footer. The caller closes it."""
+    ok = [r for r in group if r.get("status") == "ok"]
+    fig = {"tradeoff": _tradeoff, "speed": _speed, "memory": _memory}[kind](ok, title)
+    _footer(fig, group)
+    return fig
 
 
 def _memory_label(records: list[dict]) -> str:
@@ -123,18 +136,30 @@ def _tradeoff(records: list[dict], title: str):
                 ys.append(best)
         ax.step(xs, ys, where="post", color="crimson", alpha=0.5, zorder=2)
         ax.legend(loc="best")
-    xs_all = [p.memory_gib for p in shown]
-    middle = (min(xs_all) + max(xs_all)) / 2
-    for p in shown:  # labels point inwards, so the rightmost ones stay inside the axes
-        text = p.label + (" (PSNR inf: reference)" if not math.isfinite(p.quality_db) else "")
-        right = p.memory_gib > middle
-        ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(-6 if right else 6, 4),
-                    ha="right" if right else "left", fontsize=8)
+    _label_points(ax, shown, y)
     ax.set_xlabel(_memory_label(records))
     ax.set_ylabel("PSNR vs BF16 (dB, higher is closer)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig
+
+
+def _label_points(ax, shown: list[Point], y) -> None:
+    """Name every point beside it, inside the axes: the limits get room above the top row (the reference) and
+    at both sides, and a label runs away from the nearer side (centred for a point in the middle), so no
+    label leaves the axes towards the colour bar or the title."""
+    xs, ys = [p.memory_gib for p in shown], [y(p) for p in shown]
+    x_span = (max(xs) - min(xs)) or max(abs(xs[0]) * 0.2, 1.0)
+    y_span = (max(ys) - min(ys)) or max(abs(ys[0]) * 0.2, 1.0)
+    ax.set_xlim(min(xs) - 0.08 * x_span, max(xs) + 0.08 * x_span)
+    ax.set_ylim(min(ys) - 0.08 * y_span, max(ys) + 0.12 * y_span)
+    left, right = ax.get_xlim()
+    for p in shown:
+        text = p.label + (" (PSNR inf: reference)" if not math.isfinite(p.quality_db) else "")
+        where = (p.memory_gib - left) / (right - left)
+        ha, dx = ("right", -6) if where > 0.6 else ("left", 6) if where < 0.4 else ("center", 0)
+        ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(dx, 7), ha=ha, va="bottom",
+                    fontsize=8)
 
 
 def _bars(labels: list[str], series: dict[str, list[float | None]], xlabel: str, title: str):
@@ -149,17 +174,19 @@ def _bars(labels: list[str], series: dict[str, list[float | None]], xlabel: str,
                     va="center", fontsize=8)
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
+    widest = max((v for values in series.values() for v in values if v is not None), default=0.0)
+    ax.set_xlim(0, widest * 1.12 or 1.0)  # room for the value written after the longest bar
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    if len(series) > 1:
-        ax.legend(loc="lower right")
+    if len(series) > 1:  # below the axes, so it covers no bar and no value
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series), frameon=False)
     return fig
 
 
 def _speed(records: list[dict], title: str):
     rows = sorted(records, key=lambda r: -((r.get("metrics") or {}).get("steps_per_s") or 0))
-    return _bars([provenance.label(r) for r in rows],
+    return _bars([label(r) for r in rows],
                  {"steps/s": [(r.get("metrics") or {}).get("steps_per_s") for r in rows]},
                  "denoising steps/s (higher is faster)", title)
 
@@ -169,7 +196,7 @@ def _memory(records: list[dict], title: str):
     metric = {"weights (quantized components)": "weight_gib", "after load": "mem_after_load_gib",
               "peak during generation": "peak_mem_gib"}
     series = {name: [(r.get("metrics") or {}).get(key) for r in rows] for name, key in metric.items()}
-    return _bars([provenance.label(r) for r in rows], series, _memory_label(records).replace("peak ", ""), title)
+    return _bars([label(r) for r in rows], series, _memory_label(records).replace("peak ", ""), title)
 
 
 def _footer(fig, group: list[dict]) -> None:

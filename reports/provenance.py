@@ -1,88 +1,92 @@
-"""What a set of results was measured on, for every report: device, versions, weights, resolution, steps.
+"""What a set of results was measured on, for every report: device, versions, weights, workload, GPU cap.
 
-`groups(records)` splits records the way every report does (one section per model x device);
-`describe(records)` is the provenance of one such group as ordered ``label -> text`` pairs.
+`summary(records)` is the provenance of one group of records (one report section, see
+`reports.records.groups`) as ordered ``label -> text`` pairs; the reports only lay it out (`markdown` for
+the markdown reports, a definition list on the HTML page, `one_line` in figure footers).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
-from reports.leaderboard import SYNTHETIC_WARNING
+from reports.records import device_of
 
-REFERENCE = {"engine": "bf16", "dtype": "bf16", "offload": "none", "compile": "none"}
-
-
-def newest(records: list[dict], key) -> dict:
-    """``key(record) -> the newest record with that key`` (by ``created``): a re-run replaces its cell."""
-    out: dict = {}
-    for r in sorted(records, key=lambda r: str(r.get("created") or "")):
-        out[key(r)] = r
-    return out
-
-
-def device_of(record: dict) -> str:
-    return (record.get("env") or {}).get("device_name") or "unknown"
-
-
-def groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """``(model, device) -> records``, sorted by model then device."""
-    out: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in records:
-        out[(r.get("model") or "unknown", device_of(r))].append(r)
-    return dict(sorted(out.items()))
-
-
-def is_reference(record: dict) -> bool:
-    return all(record.get(k) == v for k, v in REFERENCE.items())
+SYNTHETIC_WARNING = ("Synthetic random weights: the quality columns (PSNR, SSIM, MS-SSIM) measure numerical "
+                     "deviation from the BF16 output of the same model, not image quality.")
 
 
 def is_synthetic(records: list[dict]) -> bool:
+    """Whether any of the records ran on synthetic (random) weights."""
     return any((r.get("quality") or {}).get("synthetic_weights") for r in records)
 
 
-def label(record: dict) -> str:
-    """``engine:dtype`` plus offload / compile / mode when they are not the defaults."""
-    text = f"{record.get('engine')}:{record.get('dtype')}"
-    if record.get("mode") == "pre":
-        text += " pre"
-    if record.get("offload") not in (None, "none"):
-        text += f" offload={record['offload']}"
-    if record.get("compile") not in (None, "none"):
-        text += f" compile={record['compile']}"
-    return text
+def _joined(items) -> str:
+    return ", ".join(sorted({str(i) for i in items if i is not None and i != ""}))
 
 
-def describe(records: list[dict]) -> dict[str, str]:
-    """Provenance of one group of records, as ``label -> text`` in display order."""
-    envs = [r.get("env") or {} for r in records]
-    work = [r.get("workload") or {} for r in records]
+def _versions(envs: list[dict]) -> str:
     versions: dict[str, set] = defaultdict(set)
     for env in envs:
         for pkg, version in (env.get("versions") or {}).items():
-            if version:
+            if version and version != "not installed":
                 versions[pkg].add(str(version))
+    return ", ".join(f"{k} {'/'.join(sorted(v))}" for k, v in sorted(versions.items())) or "-"
+
+
+def gpu_cap(records: list[dict]) -> str | None:
+    """The GPU memory caps the cells ran under (``0.46 of the card = 64.3 GiB per cell``), None if uncapped.
+    A cap given as a fraction of the card is listed with its GiB once a record knew them; caps given in GiB
+    (``run.gpu_memory_gib``) are listed apart."""
+    by_fraction: dict = {}  # fraction of the card -> GiB (None until a record that knew it is seen)
+    gib_only: set = set()
+    for r in records:
+        fraction = ((r.get("config") or {}).get("run") or {}).get("gpu_memory_fraction")
+        gib = (r.get("env") or {}).get("gpu_cap_gib")
+        if fraction is not None:
+            by_fraction[fraction] = by_fraction.get(fraction) or gib
+        elif gib is not None:
+            gib_only.add(gib)
+    if not by_fraction and not gib_only:
+        return None
+    caps = [f"{f:g} of the card" + (f" = {g:g} GiB" if g else "") for f, g in sorted(by_fraction.items())]
+    return ", ".join(caps + [f"{g:g} GiB" for g in sorted(gib_only)]) + " per cell"
+
+
+def summary(records: list[dict]) -> dict[str, str]:
+    """Provenance of one group of records, as ``label -> text`` in display order. ``GPU memory cap`` only
+    when a cell ran capped, ``warning`` (`SYNTHETIC_WARNING`) only for synthetic weights."""
+    envs = [r.get("env") or {} for r in records]
+    work = [r.get("workload") or {} for r in records]
     kinds = {(r.get("metrics") or {}).get("memory_kind") for r in records} - {None}
     created = sorted(str(r["created"]) for r in records if r.get("created"))
+    sizes = _joined(f"{w.get('width')}x{w.get('height')}" for w in work if w.get("width"))
     info = {
-        "device": ", ".join(sorted({device_of(r) for r in records})),
+        "device": _joined(device_of(r) for r in records),
         "memory": "GPU (torch.cuda allocated / reserved)" if kinds == {"cuda"} else
                   "host RSS (no GPU)" if kinds == {"host_rss"} else ", ".join(sorted(kinds)) or "-",
-        "driver / CUDA": ", ".join(sorted({f"{e.get('driver') or '-'} / {e.get('cuda') or '-'}" for e in envs})),
+        "driver / CUDA": _joined(f"{e.get('driver') or '-'} / {e.get('cuda') or '-'}" for e in envs),
         "weights": "synthetic (random) weights" if is_synthetic(records) else "real checkpoint",
-        "resolution": ", ".join(sorted({f"{w.get('width')}x{w.get('height')}" for w in work})) + " px",
-        "steps": ", ".join(str(s) for s in sorted({w.get("steps") for w in work if w.get("steps") is not None})),
-        "prompts x seeds": ", ".join(sorted({f"{w.get('n_prompts', '?')} x {w.get('n_seeds', '?')}" for w in work})),
-        "versions": ", ".join(f"{k} {'/'.join(sorted(v))}" for k, v in sorted(versions.items())) or "-",
-        "harness": ", ".join(sorted({str(e.get("git_sha")) for e in envs if e.get("git_sha")})) or "-",
+        "resolution": f"{sizes} px" if sizes else "-",
+        "steps": ", ".join(str(s) for s in sorted({w.get("steps") for w in work if w.get("steps") is not None})) or "-",
+        "prompts x seeds": _joined(f"{w.get('n_prompts') or '?'} x {w.get('n_seeds') or '?'}" for w in work),
+        "versions": _versions(envs),
+        "harness": _joined(e.get("git_sha") for e in envs) or "-",
         "results": f"{len(records)} cells" + (f", measured {created[0]} .. {created[-1]}" if created else ""),
     }
+    cap = gpu_cap(records)
+    if cap:
+        info["GPU memory cap"] = cap
     if is_synthetic(records):
         info["warning"] = SYNTHETIC_WARNING
     return info
 
 
+def markdown(info: dict[str, str]) -> list[str]:
+    """A `summary` as markdown list items, the warning in bold."""
+    return [f"- **{text}**" if label == "warning" else f"- {label}: {text}" for label, text in info.items()]
+
+
 def one_line(records: list[dict]) -> str:
-    """The provenance squeezed into one line (figure footers)."""
-    info = describe(records)
+    """The provenance squeezed into one line (figure footers and image grid headers)."""
+    info = summary(records)
     return (f"{info['device']} | {info['weights']} | {info['resolution']}, {info['steps']} steps | "
             f"{info['versions']} | harness {info['harness']}")

@@ -1,6 +1,6 @@
 """The nightly regression check: tonight's results against the previous night's, cell by cell.
 
-    python -m reports.regression --store tonight.sqlite --baseline last-night.sqlite [--config conf/regression.yaml]
+    python -m reports regression --store tonight.sqlite --baseline last-night.sqlite [--config conf/regression.yaml]
         [--set steps_per_s.relative=0.1] [--summary summary.md]
 
 A cell is matched across nights by what it ran (model, GPU, engine, dtype, mode, components, offload,
@@ -9,22 +9,23 @@ cell down is exactly what this must catch. A tracked figure regresses when it is
 more than ``max(relative * |baseline|, absolute)``, thresholds from ``conf/regression.yaml``. A cell that
 was ok and is not ok any more regresses too; a missing cell is reported (or fails, with fail_on_missing).
 
-Exit status: 0 no regression (or no baseline yet), 1 regression, 2 bad arguments or no store.
+The command's exit status: 0 no regression (or no baseline yet), 1 regression, 2 bad arguments or no store.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from reports.provenance import newest
+from harness.paths import conf_dir
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "regression.yaml"
+from reports.columns import figure_path, lookup
+from reports.records import newest
+
+DEFAULT_CONFIG = Path(conf_dir()) / "regression.yaml"
+#: The thresholds without a config file; ``conf/regression.yaml`` repeats them (a test keeps the two equal).
 BUILTIN = {
     "metrics": {
         "steps_per_s": {"better": "higher", "relative": 0.05, "absolute": 0.0},
@@ -38,11 +39,13 @@ BUILTIN = {
     "fail_on_status": True,
     "fail_on_missing": False,
 }
-QUALITY = ("psnr_db", "ssim", "ms_ssim", "lpips", "clip_score")
 
 
 @dataclass
 class Finding:
+    """One tracked figure (or the status, or the cell's presence) of one cell, compared across nights."""
+
+    #: The cell, as `cell_label` names it.
     cell: str
     metric: str
     baseline: object
@@ -54,6 +57,8 @@ class Finding:
 
 @dataclass
 class Outcome:
+    """Every finding of a comparison, and how many cells both nights measured."""
+
     findings: list[Finding] = field(default_factory=list)
     compared: int = 0
 
@@ -102,15 +107,16 @@ def identity(record: dict) -> tuple:
             work.get("n_prompts"), work.get("n_seeds"))
 
 
-def describe(key: tuple) -> str:
+def cell_label(key: tuple) -> str:
+    """A cell `identity` as the report names it: model, engine:dtype, mode, offload/compile, workload, GPU."""
     model, device, engine, dtype, mode, _, offload, compile_, work, steps, width, height = key[:12]
     extra = "".join(f" {k}={v}" for k, v in (("offload", offload), ("compile", compile_)) if v not in (None, "none"))
     return f"{model} {engine}:{dtype} {mode}{extra} [{work} {width}x{height} {steps} steps] on {device}"
 
 
-def _figure(record: dict, metric: str):
-    block = record.get("quality") if metric in QUALITY else record.get("metrics")
-    value = (block or {}).get(metric)
+def figure(record: dict, metric: str) -> float | None:
+    """The tracked figure ``metric`` of a record (`reports.columns.figure_path`), None unless a number."""
+    value = lookup(record, figure_path(metric))
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -120,7 +126,7 @@ def compare(tonight: list[dict], baseline: list[dict], config: dict | None = Non
     now, before = newest(tonight, identity), newest(baseline, identity)
     outcome = Outcome()
     for key, old in before.items():
-        cell = describe(key)
+        cell = cell_label(key)
         new = now.get(key)
         if new is None:
             kind = "regression" if config["fail_on_missing"] else "note"
@@ -137,7 +143,7 @@ def compare(tonight: list[dict], baseline: list[dict], config: dict | None = Non
         if new.get("status") != "ok":
             continue
         for metric, spec in config["metrics"].items():
-            a, b = _figure(old, metric), _figure(new, metric)
+            a, b = figure(old, metric), figure(new, metric)
             if a is None or b is None:
                 continue
             allowance = max(spec.get("relative", 0.0) * abs(a), spec.get("absolute", 0.0))
@@ -149,12 +155,13 @@ def compare(tonight: list[dict], baseline: list[dict], config: dict | None = Non
             elif -worse > allowance and allowance > 0:
                 outcome.findings.append(Finding(cell, metric, a, b, "improvement", change))
     for key in now.keys() - before.keys():
-        outcome.findings.append(Finding(describe(key), "cell", "missing", now[key].get("status"), "note",
+        outcome.findings.append(Finding(cell_label(key), "cell", "missing", now[key].get("status"), "note",
                                         "new tonight: no baseline"))
     return outcome
 
 
 def to_markdown(outcome: Outcome, config: dict) -> str:
+    """The check as markdown: the verdict, the thresholds, then every finding (regressions first)."""
     regressions = outcome.regressions
     head = "REGRESSION" if regressions else "no regression"
     lines = [f"## Nightly regression check: {head}", "",
@@ -175,55 +182,6 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _records(location: str) -> list[dict]:
-    from harness.store import ResultStore, is_postgres_url
-
-    if not is_postgres_url(location) and not Path(location).is_file():
-        raise FileNotFoundError(location)
-    return list(ResultStore(location).records())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.regression", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", default=os.environ.get("HARNESS_STORE", "results/results.sqlite"),
-                        help="tonight's results: SQLite file or postgresql:// URL")
-    parser.add_argument("--baseline", required=True, help="the previous night's results (file or URL)")
-    parser.add_argument("--config", default=None, help=f"thresholds (default: {DEFAULT_CONFIG})")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="METRIC.KEY=VALUE",
-                        help="override a threshold, e.g. steps_per_s.relative=0.1 (repeatable)")
-    parser.add_argument("--require-baseline", action="store_true",
-                        help="fail when there is no baseline (default: pass with a note, for the first night)")
-    parser.add_argument("--summary", default=None, help="also append the markdown report to this file "
-                        "(e.g. $GITHUB_STEP_SUMMARY)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        tonight = _records(args.store)
-    except FileNotFoundError:
-        print(f"error: no result store at {args.store}", file=sys.stderr)
-        return 2
-    try:
-        baseline = _records(args.baseline)
-    except FileNotFoundError:
-        text = f"## Nightly regression check: no baseline\n\nNo previous night at {args.baseline}; nothing compared.\n"
-        _emit(text, args.summary)
-        return 2 if args.require_baseline else 0
-    outcome = compare(tonight, baseline, config)
-    _emit(to_markdown(outcome, config), args.summary)
-    return 1 if outcome.regressions else 0
-
-
-def _emit(text: str, summary: str | None) -> None:
-    print(text, end="")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def no_baseline(location: str) -> str:
+    """The report of a night without a previous night to compare with."""
+    return f"## Nightly regression check: no baseline\n\nNo previous night at {location}; nothing compared.\n"

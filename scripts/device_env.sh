@@ -13,20 +13,21 @@
 WHEELS="antlr4-python3-runtime==4.9.3 bitsandbytes==0.50.2 diffusers==0.42.1 gguf==0.19.0 hydra-core==1.3.8
 hydra-joblib-launcher==1.2.0 joblib==1.6.0 lpips==0.1.4 nncf==3.4.0 omegaconf==2.3.0 openvino-telemetry==2025.2.0
 optimum-quanto==0.2.7 peft==0.21.2 pydot==4.0.1 torchao==0.17.0"
+PYTHON=${PYTHON:-python3}  # the interpreter (default python3)
 
 if [[ "${1:-}" == download ]]; then
   # `pip wheel`, not `pip download`: antlr4-python3-runtime 4.9.3 (omegaconf's) is published as a source
   # archive only. Every wheel here is pure Python or abi3, so the device's Python 3.12 takes them.
   # shellcheck disable=SC2086
-  python -m pip wheel -q --no-deps -w .whl $WHEELS
+  "$PYTHON" -m pip wheel -q --no-deps -w .whl $WHEELS
   rc=$?; return $rc 2>/dev/null || exit $rc
 fi
 if [[ ! -f /tmp/site/.ok ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && touch /tmp/site/.ok
 fi
 export PYTHONPATH=/tmp/site:$PWD HARNESS_CACHE=/tmp/harness-cache HARNESS_GIT_SHA=${1:-unknown} PYTHONUNBUFFERED=1
 build() {
-  setsid nohup bash -c "python -c \"from harness import synthetic; synthetic.ensure_checkpoint('$1', '/tmp/harness-cache', 'cuda')\" \
+  setsid nohup bash -c "\"$PYTHON\" -c \"from harness import synthetic; synthetic.ensure_checkpoint('$1', '/tmp/harness-cache', 'cuda')\" \
     > /tmp/$1.build.log 2>&1 && touch /tmp/$1.done" > /dev/null 2>&1 < /dev/null &
 }

@@ -5,6 +5,7 @@
 #   OUT=dir SLOTS=2 bash scripts/gpu_matrix.sh [hydra overrides...]     e.g. engine=sdnq,bnb
 # compile=none cells run first, then compile=regional. Re-running resumes (stored cells are skipped).
 set -uo pipefail
+PYTHON=${PYTHON:-python3}  # the interpreter (default python3)
 OUT=${OUT:-outputs/gpu_matrix}
 SLOTS=${SLOTS:-2}
 mkdir -p "$OUT"
@@ -19,10 +20,10 @@ fi
 export HARNESS_GPU_JOBS=$(( (gpus > 0 ? gpus : 1) * SLOTS ))
 # Cells share the host's cores: without a limit each one would start a thread per core.
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / HARNESS_GPU_JOBS > 0 ? $(nproc) / HARNESS_GPU_JOBS : 1 ))}
-fraction=$(python -c "print(round(0.92 / $SLOTS, 3))")
+fraction=$("$PYTHON" -c "print(round(0.92 / $SLOTS, 3))")
 for comp in ${COMPILES:-none regional}; do
-  python -m harness +experiment=matrix hydra/launcher=joblib-gpus compile="$comp" \
+  "$PYTHON" -m harness +experiment=matrix hydra/launcher=joblib-gpus compile="$comp" \
     run.gpu_memory_fraction="$fraction" hydra.sweep.dir="$HARNESS_CACHE/multirun/matrix-$comp-\${now:%H%M%S}" \
     "$@" 2>&1 | grep -E "^\[|^skip|rror" | tee -a "$OUT/cells.txt"
 done
-python -m reports.matrix --store "$HARNESS_STORE" --out "$OUT" >/dev/null && head -c 4000 "$OUT/matrix.md"
+"$PYTHON" -m reports matrix --store "$HARNESS_STORE" --out "$OUT" >/dev/null && head -c 4000 "$OUT/matrix.md"

@@ -6,6 +6,7 @@
 #   SWEEP="model=flux-tiny workload=tiny engine=bf16,sdnq dtype=bf16,int8" bash scripts/gpu_sweep_timing.sh
 # A warm-up cell first builds the synthetic checkpoint and the BF16 reference, so neither timed run pays for it.
 set -uo pipefail
+PYTHON=${PYTHON:-python3}  # the interpreter (default python3)
 OUT=${OUT:-outputs/sweep_timing}
 mkdir -p "$OUT"
 export HARNESS_GIT_SHA=${HARNESS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
@@ -20,20 +21,20 @@ for a in "${sweep[@]}"; do [[ $a == engine=* || $a == dtype=* || $a == *,* ]] ||
 
 now() { date +%s.%N; }
 rm -rf "$OUT/sweeps" "$OUT"/one_gpu.sqlite* "$OUT"/all_gpus.sqlite*
-HARNESS_STORE="$OUT/warmup.sqlite" python -m harness "${model_args[@]}" engine=bf16 "${common[@]}" \
+HARNESS_STORE="$OUT/warmup.sqlite" "$PYTHON" -m harness "${model_args[@]}" engine=bf16 "${common[@]}" \
   hydra.run.dir="$HARNESS_CACHE/runs/warmup-\${now:%H%M%S}" > "$OUT/warmup.txt" 2>&1 || { tail "$OUT/warmup.txt"; exit 1; }
 
 start=$(now)
-CUDA_VISIBLE_DEVICES=${ONE_GPU:-0} HARNESS_STORE="$OUT/one_gpu.sqlite" python -m harness -m "${sweep[@]}" "${common[@]}" \
+CUDA_VISIBLE_DEVICES=${ONE_GPU:-0} HARNESS_STORE="$OUT/one_gpu.sqlite" "$PYTHON" -m harness -m "${sweep[@]}" "${common[@]}" \
   hydra.sweep.dir="$OUT/sweeps/one_gpu" > "$OUT/one_gpu.txt" 2>&1
-one=$(python -c "print($(now) - $start)")
+one=$("$PYTHON" -c "print($(now) - $start)")
 
 start=$(now)
-HARNESS_GPU_JOBS=$jobs HARNESS_STORE="$OUT/all_gpus.sqlite" python -m harness -m hydra/launcher=joblib-gpus \
+HARNESS_GPU_JOBS=$jobs HARNESS_STORE="$OUT/all_gpus.sqlite" "$PYTHON" -m harness -m hydra/launcher=joblib-gpus \
   "${sweep[@]}" "${common[@]}" hydra.sweep.dir="$OUT/sweeps/all_gpus" > "$OUT/all_gpus.txt" 2>&1
-all=$(python -c "print($(now) - $start)")
+all=$("$PYTHON" -c "print($(now) - $start)")
 
-python - "$OUT" "$one" "$all" "$gpus" "$jobs" <<'PY'
+"$PYTHON" - "$OUT" "$one" "$all" "$gpus" "$jobs" <<'PY'
 import collections, json, sys
 from pathlib import Path
 

@@ -12,6 +12,7 @@
 #   NIGHTLY_OUT          run folder: store, sweep outputs, reports, summary (default outputs/nightly-run)
 #   HARNESS_STORE        the store (default $NIGHTLY_OUT/results.sqlite; a postgresql:// URL works too)
 #   HARNESS_CACHE        synthetic checkpoints and BF16 references (default .cache/harness)
+#   PYTHON               the interpreter (default python3)
 #   NIGHTLY_BASELINE     the previous night's store (default ${NIGHTLY_HOME:-$HOME/.cache/harness-nightly}/baseline.sqlite)
 #   NIGHTLY_EXPERIMENT   the experiment to run (default nightly)
 #   NIGHTLY_LAUNCHER     a Hydra launcher preset, e.g. joblib-gpus for one GPU per cell (default: one GPU, in turn)
@@ -27,7 +28,7 @@ NIGHTLY_EXPERIMENT=${NIGHTLY_EXPERIMENT:-nightly}
 export HARNESS_STORE=${HARNESS_STORE:-$NIGHTLY_OUT/results.sqlite}
 export HARNESS_CACHE=${HARNESS_CACHE:-.cache/harness}
 export PYTHONUNBUFFERED=1
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 mkdir -p "$NIGHTLY_OUT"
 
 step_install() {
@@ -72,7 +73,7 @@ step_sweep() {
 }
 
 step_report() {
-    "$PYTHON" -m reports --store "$HARNESS_STORE" --out "$NIGHTLY_OUT/reports" \
+    "$PYTHON" -m reports all --store "$HARNESS_STORE" --out "$NIGHTLY_OUT/reports" \
         --title "Nightly leaderboard $(date -u +%Y-%m-%d)"
     cp "$NIGHTLY_OUT/machine.txt" "$NIGHTLY_OUT/reports/" 2>/dev/null || true
     if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
@@ -85,7 +86,7 @@ step_check() {
     local summary=("--summary" "$NIGHTLY_OUT/regression.md")
     rm -f "$NIGHTLY_OUT/regression.md"
     local rc=0
-    "$PYTHON" -m reports.regression --store "$HARNESS_STORE" --baseline "$NIGHTLY_BASELINE" "${summary[@]}" \
+    "$PYTHON" -m reports regression --store "$HARNESS_STORE" --baseline "$NIGHTLY_BASELINE" "${summary[@]}" \
         ${NIGHTLY_REGRESSION_ARGS:-} || rc=$?
     [[ -n "${GITHUB_STEP_SUMMARY:-}" && -f "$NIGHTLY_OUT/regression.md" ]] && cat "$NIGHTLY_OUT/regression.md" >> "$GITHUB_STEP_SUMMARY"
     return $rc

@@ -15,6 +15,24 @@ os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DIFFUSERS_OFFLINE"):
     os.environ[var] = "1"
 
+# One intra-op thread for torch, here and in every subprocess the tests start (they inherit os.environ;
+# set before torch is imported). The tiny models gain nothing from a second thread, and OpenMP workers
+# that spin-wait for a core other work holds make a busy 2-core machine 3-5x slower (measured); they
+# also make forking from the pytest process unsafe. OMP_NUM_THREADS set by the caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
+# Scripts the tests call run with the interpreter that runs the tests: scripts/*.sh honour $PYTHON, and
+# a bare `python`/`python3` in a subprocess resolves to this interpreter's folder first.
+os.environ["PYTHON"] = sys.executable
+_bin = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
+    os.environ["PATH"] = os.pathsep.join([_bin, os.environ.get("PATH", "")]).rstrip(os.pathsep)
+
+#: Subprocess limit of one ``cli()`` call, in seconds: a few tiny cells take 2-40 s on an idle 2-core machine,
+#: 3x that on a busy one; this leaves a wide margin (a test's own pytest-timeout marker may be shorter).
+CLI_TIMEOUT_S = 600
+
 
 def pytest_collection_modifyitems(config, items):
     import torch
@@ -44,7 +62,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from harness.config import register
+    from harness.schema import register
 
     register()
 
@@ -59,7 +77,7 @@ def compose():
 def cli(tmp_path, cache_dir, store_path):
     """cli(*args) runs ``python -m harness`` in a subprocess; returns CompletedProcess."""
 
-    def _run(*args, timeout=600, cwd=None):
+    def _run(*args, timeout=CLI_TIMEOUT_S, cwd=None):
         env = {**os.environ, "HARNESS_STORE": str(store_path), "HARNESS_CACHE": str(cache_dir),
                "PYTHONUNBUFFERED": "1"}
         return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd or tmp_path, env=env,

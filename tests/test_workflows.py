@@ -1,6 +1,7 @@
 """Workflow files and CI scripts, checked offline: every .github/workflows file against the GitHub workflow
 schema vendored in check-jsonschema (``--builtin-schema vendor.github-workflows``: no download), the
 nightly workflow's steps, and the shell scripts' syntax."""
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ def _check_jsonschema(*files):
 
 
 def test_there_are_workflows():
-    assert [p.name for p in WORKFLOWS] >= ["nightly.yml"]
+    assert "nightly.yml" in [p.name for p in WORKFLOWS], WORKFLOWS
 
 
 def test_workflows_match_the_github_schema():
@@ -51,8 +52,31 @@ def test_nightly_workflow_runs_the_nightly_script_on_a_gpu_runner():
     assert "success()" in promote["if"]  # a regression is not promoted to baseline unless accepted
 
 
-@pytest.mark.parametrize("script", ["scripts/nightly.sh", "scripts/ci_services.sh"])
+SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))
+
+
+def test_the_ci_scripts_are_there():
+    assert {"scripts/nightly.sh", "scripts/ci_services.sh"} <= set(SCRIPTS), SCRIPTS
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_shell_scripts_parse(script):
     bash = shutil.which("bash")
-    proc = subprocess.run([bash, "-n", str(ROOT / script)], capture_output=True, text=True)
+    proc = subprocess.run([bash, "-n", str(ROOT / script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+# A command word `python` or `python3` (not a comment, not part of a longer name, not $PYTHON's default).
+BARE_PYTHON = re.compile(r"(?<![\w./$])python3?(?![\w.-])")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_shell_scripts_run_the_interpreter_in_python_env(script):
+    """Each script runs "$PYTHON" (default python3), so that the tests, CI and the nightly run pick the
+    interpreter that runs them, whichever `python` is first on PATH."""
+    bare = []
+    for n, line in enumerate((ROOT / script).read_text().splitlines(), 1):
+        code = line.split(" #", 1)[0].replace("${PYTHON:-python3}", "")
+        if not code.lstrip().startswith("#") and BARE_PYTHON.search(code):
+            bare.append(f"{script}:{n}: {line.strip()}")
+    assert not bare, "\n".join(bare)

@@ -7,7 +7,7 @@ quantize / dequantize), `layers` (quantized Linear / Conv2d), `apply` (swap laye
 Importing this package imports no GPU code and initialises no CUDA context.
 """
 from engines.sdnq.apply import count_layers, quantize_model
-from engines.sdnq.config import DEFAULT_OPTIONS, SDNQConfig
+from engines.sdnq.config import SDNQConfig, SDNQOptions
 from engines.sdnq.layers import SDNQConv2d, SDNQLinear
 
-__all__ = ["SDNQConfig", "DEFAULT_OPTIONS", "SDNQLinear", "SDNQConv2d", "quantize_model", "count_layers"]
+__all__ = ["SDNQConfig", "SDNQOptions", "SDNQLinear", "SDNQConv2d", "quantize_model", "count_layers"]

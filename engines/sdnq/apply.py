@@ -69,7 +69,7 @@ def _is_lora_part(name: str) -> bool:
 
 
 def layer_stats(model: nn.Module) -> dict:
-    """Counts by weight type and by compute path, for describe()."""
+    """Counts by weight type and by compute path, for the engine report."""
     types, paths = Counter(), Counter()
     for m in model.modules():
         if isinstance(m, SDNQLayerMixin):

@@ -1,22 +1,38 @@
-"""`SDNQConfig`: the resolved settings of one quantization, as data (JSON round trip)."""
+"""The engine's options (`SDNQOptions`, the schema a config sets) and `SDNQConfig`, the resolved settings
+of one quantization as data (JSON round trip, saved with a quantized checkpoint)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from engines.options import option
 from engines.sdnq.dtypes import ALL_TYPES
 
-#: Engine options and their defaults (the keys ``conf/engine/sdnq.yaml`` may set).
-DEFAULT_OPTIONS = {
-    "group_size": 0,               # 0 auto (linear 2**(2+bits), conv 2**(1+bits)), -1 none, >0 size
-    "quant_conv": False,           # also quantize nn.Conv2d (sub-4-bit types use uint4 there)
-    "use_quantized_matmul": False,  # INT8 / FP8 matmul with per-token activation quantization
-    "quantized_matmul_conv": False,  # same for convolutions (im2col)
-    "dequantize_fp32": False,      # dequantize in fp32 (slower, slightly more exact)
-    "compile_dequantize": True,    # CUDA + Triton: the Triton kernel (triton_dequant) where it applies, else torch.compile
-    "quantize_device": "auto",     # where quantization math runs: auto (GPU if present) | cpu | cuda
-}
+
+@dataclass(frozen=True)
+class SDNQOptions:
+    group_size: int = option(0, "0 auto (linear 2**(2+bits), conv 2**(1+bits)); -1 none; >0 that size", min=-1)
+    quant_conv: bool = option(False, "also quantize Conv2d (SDXL UNet); sub-4-bit types use uint4 there")
+    use_quantized_matmul: bool = option(False, "INT8 (int types) / FP8 (float8_e4m3fn, float8_e5m2) matmul with "
+                                               "per-token activation quantization")
+    quantized_matmul_conv: bool = option(False, "the same for convolutions")
+    dequantize_fp32: bool = option(False, "dequantize in fp32 (slower, slightly more exact)")
+    compile_dequantize: bool = option(True, "on CUDA + Triton: the Triton kernels where they apply, else "
+                                            "torch.compile")
+    quantize_device: str = option("auto", "where quantization math runs (auto: the GPU when present)",
+                                  choices=("auto", "cpu", "cuda"))
+    dequant_backend: str = option("auto", "dequantization kernel: auto (Triton on CUDA where it applies) or "
+                                          "torch; default from $SDNQ_DEQUANT_BACKEND", choices=("auto", "torch"),
+                                  env="SDNQ_DEQUANT_BACKEND")
+    int8_backend: str = option("auto", "INT8 matmul kernel: auto (Triton on CUDA when available), triton or "
+                                       "torch (torch._int_mm); default from $SDNQ_INT8_BACKEND",
+                               choices=("auto", "triton", "torch"), env="SDNQ_INT8_BACKEND")
+
+
+#: The options that shape the quantization itself (the rest choose kernels at run time).
+QUANTIZATION_OPTIONS = ("group_size", "quant_conv", "use_quantized_matmul", "quantized_matmul_conv",
+                        "dequantize_fp32", "compile_dequantize", "quantize_device")
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

@@ -1,8 +1,7 @@
 """The SDNQ engine adapter: SD.Next Quantization semantics on the in-house kernels.
 
-Options (``conf/engine/sdnq.yaml``; see `engines.sdnq.config.DEFAULT_OPTIONS`): group_size,
-quant_conv, use_quantized_matmul, quantized_matmul_conv, dequantize_fp32, compile_dequantize,
-quantize_device. Post mode swaps Linear (and, with quant_conv, Conv2d) layers in place; pre mode
+Options: `engines.sdnq.config.SDNQOptions` (the quantization settings, plus the dequantization and
+INT8 matmul kernel backends, which this process then uses). Post mode swaps Linear (and, with quant_conv, Conv2d) layers in place; pre mode
 builds the component on the meta device and quantizes each weight as it is read.
 """
 from __future__ import annotations
@@ -11,8 +10,9 @@ import torch
 
 from engines.base import Engine, Unsupported
 from engines.sdnq.apply import count_layers, layer_stats, quantize_model
-from engines.sdnq.config import DEFAULT_OPTIONS, SDNQConfig
+from engines.sdnq.config import QUANTIZATION_OPTIONS, SDNQConfig, SDNQOptions
 from engines.sdnq.dtypes import ALL_TYPES, MATMUL_FLOAT8, supports_quantized_matmul, weight_type
+from engines.sdnq.layers import SDNQLayerMixin
 
 
 class SDNQEngine(Engine):
@@ -21,12 +21,16 @@ class SDNQEngine(Engine):
     default_dtype = "int8"
     modes = ("pre", "post")
     requires = ()
-    options = dict(DEFAULT_OPTIONS)
+    options = SDNQOptions
 
-    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16):
-        super().__init__(dtype, mode, options, compute_dtype)
+    def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):
+        super().__init__(dtype, mode, options, compute_dtype, cache_dir)
         self.config = SDNQConfig(weight_type=self.dtype, compute_dtype=compute_dtype,
-                                 **{k: self.settings[k] for k in DEFAULT_OPTIONS})
+                                 **{k: self.settings[k] for k in QUANTIZATION_OPTIONS})
+        from engines.sdnq import matmul, triton_dequant
+
+        matmul.INT8_BACKEND = self.settings["int8_backend"]
+        triton_dequant.BACKEND = self.settings["dequant_backend"]
         self._done: dict[str, dict] = {}
 
     def check_platform(self, device: torch.device) -> None:
@@ -75,10 +79,18 @@ class SDNQEngine(Engine):
     def count_quantized(self, module: torch.nn.Module) -> tuple[int, int]:
         return count_layers(module, self.config)
 
-    def describe(self) -> dict:
-        out = super().describe()
-        from engines.sdnq import matmul
+    def report(self) -> dict:
+        out = super().report()
+        from engines.sdnq import matmul, triton_dequant
         out["settings"] = {**out["settings"], "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}
-        out["sdnq"] = {"components": self._done, "int8_backend": matmul.INT8_BACKEND,
+        out["sdnq"] = {"components": self._done, "int8_backend": matmul.INT8_BACKEND, "dequant_backend": triton_dequant.BACKEND,
                        "versions": {"torch": torch.__version__}}
         return out
+
+    @classmethod
+    def offload_unit(cls, path, module):
+        """An SDNQ layer (`SDNQLinear`, `SDNQConv2d`) holds its packed codes, scales and zero points as
+        plain tensors: it moves whole."""
+        if isinstance(module, SDNQLayerMixin):
+            return path
+        return super().offload_unit(path, module)

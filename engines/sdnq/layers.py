@@ -266,14 +266,22 @@ def _quantize_on(weight: torch.Tensor, wtype: str, group: int, is_conv: bool, co
     return qw
 
 
+def _torch_dtype(name) -> torch.dtype:
+    """A dtype named in a checkpoint's layer table; anything that is not a torch dtype is refused."""
+    dtype = getattr(torch, name, None) if isinstance(name, str) and name.isidentifier() else None
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"SDNQ checkpoint names dtype {name!r}, which is not a torch dtype")
+    return dtype
+
+
 def empty_layer(config: dict, model_config: SDNQConfig, device="cpu") -> nn.Module:
     """A quantized layer with uninitialised storage of the right shapes (filled by load_state_dict)."""
     shape = tuple(config["shape"])
     rows, k = shape[0], math.prod(shape[1:])
     groups = k // config["group_size"]
-    data_dtype = getattr(torch, config["data_dtype"])
+    data_dtype = _torch_dtype(config["data_dtype"])
     data_shape = (config["packed_numel"],) if weight_type(config["weight_type"]).packed else (rows, k)
-    scale_dtype = getattr(torch, config["scale_dtype"])
+    scale_dtype = _torch_dtype(config["scale_dtype"])
     qw = QuantizedWeight(torch.empty(data_shape, dtype=data_dtype, device=device),
                          torch.empty(rows, groups, dtype=scale_dtype, device=device),
                          torch.empty(rows, groups, dtype=scale_dtype, device=device)

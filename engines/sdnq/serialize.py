@@ -7,7 +7,6 @@ layers and assigns the stored tensors, so outputs are bit-identical to the saved
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -68,10 +67,7 @@ def load_quantized(directory: str | Path, model: nn.Module | None = None, device
         raise ValueError(f"{directory} is not an SDNQ v{FORMAT_VERSION} checkpoint")
     config = SDNQConfig.from_dict(meta["config"])
     if model is None:
-        module_name, _, qualname = meta["class"].partition(":")
-        cls = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = model_class(meta.get("class"))
         if "model_config" not in meta:
             raise ValueError("this checkpoint needs a model skeleton: load_quantized(dir, model=...)")
         with init_empty_weights():
@@ -87,6 +83,20 @@ def load_quantized(directory: str | Path, model: nn.Module | None = None, device
         raise KeyError(f"checkpoint/model mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model._sdnq_config = config
     return model.to(device).eval()
+
+
+def model_class(name) -> type:
+    """The model class a checkpoint names (``module:Class``): only a public diffusers model class is built,
+    looked up by name in diffusers' namespace; anything else is refused (a checkpoint never runs code)."""
+    import diffusers
+
+    module_name, _, qualname = str(name).partition(":")
+    cls = getattr(diffusers, qualname, None) if qualname.isidentifier() else None
+    if (not module_name.startswith("diffusers.") or not isinstance(cls, type)
+            or not issubclass(cls, diffusers.ModelMixin)):
+        raise ValueError(f"SDNQ checkpoint names model class {name!r}: only diffusers model classes are "
+                         "loaded; pass a skeleton with load_quantized(dir, model=...) for others")
+    return cls
 
 
 def _is_meta(model: nn.Module, key: str) -> bool:

@@ -1,8 +1,6 @@
 """Triton kernel for the weight-only path: quantized codes -> the compute dtype, one pass over memory.
 
-Why: on the H200 the torch.compile'd `quantize.dequantize_2d` (dynamic shapes) spent 48 ms per FLUX.1-dev
-forward on int8 dequantization - ~0.7 TB/s, a seventh of the card's bandwidth (scripts/bench_sdnq.py
---profile). This kernel works on whole groups: a program loads ``BLOCK_G`` groups' scales once and their
+This kernel works on whole groups: a program loads ``BLOCK_G`` groups' scales once and their
 codes as one ``[BLOCK_G, GROUP]`` tile, so there is no per-element index arithmetic beyond the tile and
 every load is contiguous. A group size that is not a power of two (SDXL's 320 / 640 / 1280-wide layers
 get groups of 320, 640 and 480) is padded to the next power of two and masked.
@@ -14,12 +12,9 @@ power-of-two group size. Other types and layouts use `quantize.dequantize_2d`. T
 (``q * scale (+ zero)``) with one rounding to the output dtype, which is what the torch path computes for
 bf16 scales and a bf16 output.
 
-Why it matters beyond bandwidth: a layer that falls back to the torch.compile'd function pays dynamo's
-guard checks at every call from eager code. SDXL int8 (1024x1024, H200) ran at 7.9 steps/s while 590 of its
-794 int8 layers took that path (groups of 320 / 480 / 640); with those groups on this kernel it runs at
-11.2 steps/s (torchao int8 weight-only 11.9, BF16 18.0; reports/h200/session4/).
-On H200 the kernel moves 3.4-3.6 TB/s on FLUX's large layers; the tile size and warp count barely matter
-there (within 2%, scripts/bench_sdnq_kernels.py).
+A layer that falls back to the torch.compile'd function pays dynamo's guard checks at every call from
+eager code, so covering the common layouts here matters for small layers as much as for bandwidth
+(measurements: reports/h200/README.md).
 Exposed as the custom op ``sdnq::dequantize_groups`` so torch.compile keeps it as one opaque call.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Triton INT8 GEMM with the dequantization scales and bias fused into the epilogue (CUDA only).
 
 ``out[M,N] = (xq[M,K] @ wq[N,K].T) * x_scale[M] * w_scale[N] + bias[N]``, int32 accumulation on the
-INT8 tensor cores (cuBLAS ``_int_mm`` does not reach Hopper's INT8 rate; see docs/gpu.md).
+INT8 tensor cores (on Hopper, cuBLAS ``_int_mm`` does not reach the INT8 tensor-core rate).
 Exposed as the custom op ``sdnq::int8_mm_scaled`` so torch.compile keeps it as one opaque call.
 Nothing here touches CUDA or imports Triton until `available()` / the op is first used.
 """

@@ -19,9 +19,8 @@ from engines.sdnq import triton_dequant
 
 #: Inputs with more rows than this go through dequantize + F.linear.
 MAX_ROWS = 4
-#: Codes a program reads per row and step, output rows per program, warps: the best of 18 launch
-#: configurations on the H200 for int8 (scripts/bench_sdnq_kernels.py, reports/h200/session4/); on FLUX's
-#: 18432x3072 int8 modulation layer 32 us against BF16 F.linear's 43 us and dequantize + F.linear's 84 us.
+#: Codes a program reads per row and step, output rows per program, warps (chosen with
+#: scripts/bench_sdnq_kernels.py; measurements in reports/h200/README.md).
 CHUNK = 1024
 BLOCK_N = 8
 NUM_WARPS = 8

@@ -124,7 +124,8 @@ def imported_modules():
         code = (f"import sys, importlib; importlib.import_module({engine_module!r}); "
                 "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
         root = Path(__file__).resolve().parents[2]
+        # An import takes 2-5 s on an idle 2-core machine; the limit leaves room for a busy one.
         done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                              check=True)
+                              check=True, timeout=300)
         return set(done.stdout.split())
     return modules

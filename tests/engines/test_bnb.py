@@ -81,7 +81,7 @@ def test_pre_mode_diffusers_component_without_gpu_is_unsupported(saved_models):
 
 
 def test_describe_records_version_and_settings():
-    info = engine("fp4", double_quant=True).describe()
+    info = engine("fp4", double_quant=True).report()
     assert info["settings"]["double_quant"] is True
     assert info["versions"]["bitsandbytes"] != "not installed"
 

@@ -21,8 +21,8 @@ def assert_same_up_to_fp16(actual, reference):
     np.testing.assert_allclose(actual, reference, rtol=0, atol=2 ** -9 * np.abs(reference).max())
 
 
-def engine(dtype, mode="pre", **options):
-    eng = GGUFEngine(dtype, mode=mode, options=options)
+def engine(dtype, mode="pre", cache_dir=None, **options):
+    eng = GGUFEngine(dtype, mode=mode, options=options, cache_dir=cache_dir)
     eng.check_platform(CPU)
     return eng
 

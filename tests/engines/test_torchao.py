@@ -60,8 +60,10 @@ def test_nothing_quantized_is_an_error_not_a_result():
 def test_bad_dtype_and_option_name_the_choices():
     with pytest.raises(ValueError, match="supports: int8, int8dq, int4, float8, float8dq"):
         TorchAOEngine("nf4")
-    with pytest.raises(ValueError, match="valid options"):
+    with pytest.raises(ValueError, match="has no option 'bits'. Options: group_size, granularity"):
         TorchAOEngine("int8", options={"bits": 3})
+    with pytest.raises(ValueError, match=r"granularity='axis' is not valid: expected row \| tensor"):
+        TorchAOEngine("int8", options={"granularity": "axis"})
 
 
 def test_bf16_reference_changes_nothing():

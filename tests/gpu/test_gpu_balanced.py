@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from harness import balanced, offload
-from harness.balanced import build_units
+from harness import offload
+from harness.offload import balanced
+from harness.offload.balanced import build_units
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.gpu
@@ -158,7 +159,7 @@ def _quantized(engine, dtype):
     model = Stack(n=6, width=1024)
     eng = get_engine_class(engine)(dtype, "post", {"quantize_device": "cpu"} if engine == "sdnq" else {})
     eng.check_platform(CUDA)
-    return eng.quantize("transformer", model) or model
+    return eng.quantize("transformer", model) or model, eng
 
 
 @pytest.mark.parametrize("engine, dtype", [("torchao", "int8"), ("sdnq", "int8"), ("sdnq", "uint4")])
@@ -168,15 +169,15 @@ def test_quantized_layers_are_never_split(engine, dtype):
 
 @torch.no_grad()
 def check_quantized_never_split(engine, dtype):
-    model = _quantized(engine, dtype)
+    model, eng = _quantized(engine, dtype)
     x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
     model.to(CUDA)
     ref = model(x)
     model.to("cpu")
-    units = build_units(model)
+    units = build_units(model, eng)
     assert all(u.subtree for u in units)  # one unit per quantized layer
     size = sum(u.nbytes for u in units)
-    manager = balanced.BalancedOffload(CUDA, usable=int(size / 2 / 0.7), max_fill=None,
+    manager = balanced.BalancedOffload(CUDA, usable=int(size / 2 / 0.7), max_fill=None, engine=eng,
                                        memory_used=lambda: manager.components["m"].bytes_on_device())
     manager.install({"m": model})
     seen = []

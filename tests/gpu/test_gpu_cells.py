@@ -33,7 +33,7 @@ def test_parent_holds_no_cuda_context_after_a_gpu_cell(cache_dir, store_path, tm
 
     cell = validate(compose([f"run.cache_dir={cache_dir}", f"run.store={store_path}", "engine=bf16",
                              "workload.height=64", "workload.width=64"]))
-    record = runner.run(cell, str(tmp_path / "run"))
+    record = runner.run(cell, str(tmp_path / "run")).record
     assert record["status"] == "ok", record["error"]
     assert not torch.cuda.is_initialized()
 

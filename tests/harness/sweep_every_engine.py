@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from engines.registry import available, get_engine_class
 from harness import runner
-from harness.config import register
+from harness.schema import register
 from harness.validate import validate
 from tests.conftest import CONF
 
@@ -28,7 +28,7 @@ def main(cache_dir: str, store: str, runs_dir: str) -> None:
                     f"run.store={store}", "workload.height=64", "workload.width=64", "workload.steps=2",
                     "metrics.save_images=false", "metrics.lpips=false", "metrics.clip=false", "run.device=cpu",
                     "run.timeout_s=300"])
-                record = runner.run(validate(cfg), f"{runs_dir}/{model}-{engine}-{dtype}", echo=lambda *_: None)
+                record = runner.run(validate(cfg), f"{runs_dir}/{model}-{engine}-{dtype}", echo=lambda *_: None).record
                 print(model, engine, dtype, record["status"] if record else "stored", flush=True)
 
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from harness import status as st
-from harness.isolate import run_isolated
+from harness.isolate import in_child
 
 
 def _ok(x):
@@ -40,7 +40,7 @@ def _unsupported(_):
 
 
 def test_ok_returns_payload_from_another_process():
-    out = run_isolated(_ok, 21, timeout_s=30)
+    out = in_child(_ok, 21, timeout_s=30)
     assert out["status"] == st.OK and out["payload"]["double"] == 42
     assert out["payload"]["pid"] != os.getpid()
 
@@ -52,14 +52,14 @@ def test_ok_returns_payload_from_another_process():
     (_unsupported, st.UNSUPPORTED, "Unsupported"),
 ], ids=["raise", "segfault", "oom", "unsupported"])
 def test_each_failure_becomes_its_status(fn, status, error_type):
-    out = run_isolated(fn, None, timeout_s=60)
+    out = in_child(fn, None, timeout_s=60)
     assert out["status"] == status
     assert out["error"]["type"] == error_type
 
 
 def test_hang_is_killed_at_timeout():
     start = time.perf_counter()
-    out = run_isolated(_hang, None, timeout_s=2)
+    out = in_child(_hang, None, timeout_s=2)
     assert out["status"] == st.TIMEOUT
     assert time.perf_counter() - start < 15
 
@@ -88,17 +88,17 @@ def _stages_then(ending):
     (_raise, st.ERROR, "bad value 17"),
 ], ids=["timeout", "crash", "raise"])
 def test_a_failure_names_the_last_stage_the_cell_entered(ending, status, says):
-    out = run_isolated(_stages_then(ending), None, timeout_s=3)
+    out = in_child(_stages_then(ending), None, timeout_s=3)
     assert out["status"] == status
     assert out["error"]["message"].startswith(says)
     assert out["error"]["stage"] == "first call (1 of 2), step 2 of 4 done"
 
 
 def test_a_failure_before_any_stage_has_no_stage():
-    out = run_isolated(_raise, None, timeout_s=30)
+    out = in_child(_raise, None, timeout_s=30)
     assert out["error"]["stage"] is None and out["error"]["message"] == "bad value 17 at /tmp/x/y.bin"
 
 
 def test_stages_do_not_reach_an_ok_result():
-    out = run_isolated(_stages_then(_ok), 4, timeout_s=30)
+    out = in_child(_stages_then(_ok), 4, timeout_s=30)
     assert out["status"] == st.OK and out["error"] is None

@@ -147,7 +147,7 @@ def test_slurm_preset_generates_a_one_gpu_array_job(tmp_path, store_path):
 def _compose(overrides, hydra_config=True):
     from hydra import compose, initialize_config_dir
 
-    from harness.config import register
+    from harness.schema import register
 
     register()
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):

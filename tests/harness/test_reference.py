@@ -34,16 +34,16 @@ def test_reference_round_trip(tmp_path):
 
 
 def test_reference_cell_runs_without_the_cells_gpu_cap_or_offload(compose):
-    from harness import runner
+    from harness import reference, resume
     from harness.validate import validate
 
     cell = validate(compose(["engine=sdnq", "dtype=int8", "offload=balanced", "run.gpu_memory_gib=16"]))
-    ref = runner.reference_cell(cell)
+    ref = reference.spec_for(cell)
     assert (ref.engine, ref.dtype, ref.offload["name"]) == ("bf16", "bf16", "none")
     assert ref.run["gpu_memory_gib"] is None and ref.run["gpu_memory_fraction"] is None
     assert ref.config["run"]["gpu_memory_gib"] is None
     assert cell.run["gpu_memory_gib"] == 16  # the cell itself keeps its cap
     hw, vers = "cpu", {}
-    capped = runner.cell_key(cell, hw, vers)
-    uncapped = runner.cell_key(validate(compose(["engine=sdnq", "dtype=int8", "offload=balanced"])), hw, vers)
+    capped = resume.cell_key(cell, hw, vers)
+    uncapped = resume.cell_key(validate(compose(["engine=sdnq", "dtype=int8", "offload=balanced"])), hw, vers)
     assert capped != uncapped

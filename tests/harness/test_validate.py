@@ -8,7 +8,6 @@ from harness.validate import ConfigError, validate
     (["dtype=nf4"], "engine 'torchao' does not support dtype 'nf4'. Supported: int8, int8dq, int4, float8, float8dq"),
     (["engine.mode=during"], "engine.mode must be 'pre' or 'post'"),
     (["engine.components=[unet]"], "component 'unet' is not part of a flux pipeline"),
-    (["+engine.options.bits=3"], "engine 'torchao' has no option bits"),
     (["workload.steps=0"], "workload.steps must be at least 1"),
     (["workload.height=100"], "workload.height=100 is not a positive multiple of 16"),
     (["workload.prompts=[]"], "workload.prompts must be a non-empty list"),

@@ -1,11 +1,10 @@
+"""The report page: self-contained, one sortable table per model x device with provenance, escaped values,
+the error matrix section, and no machine paths."""
 import re
-import sys
 import types
 
-from harness.store import ResultStore
 from reports import grid, html, plots
-from reports.__main__ import main as reports_main
-from reports.leaderboard import SYNTHETIC_WARNING
+from reports.provenance import SYNTHETIC_WARNING
 from tests.reports import samples
 
 
@@ -52,27 +51,18 @@ def test_values_are_escaped(tmp_path):
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_error_matrix_section_uses_reports_matrix_when_present(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "reports.matrix", None)  # import fails
-    assert "reports.matrix) is not installed" in _render(tmp_path)
-    fake = types.ModuleType("reports.matrix")
-    fake.to_html = lambda records: f"<table id='matrix'><tr><td>{len(records)} cells</td></tr></table>"
-    monkeypatch.setitem(sys.modules, "reports.matrix", fake)
+def test_error_matrix_section_is_reports_matrix_fragment(tmp_path, monkeypatch):
+    assert "<div class=\"error-matrix\">" in _render(tmp_path)
+    fake = types.SimpleNamespace(
+        to_html=lambda records, known=None: f"<table id='matrix'><tr><td>{len(records)} cells</td></tr></table>")
+    monkeypatch.setattr(html, "matrix", fake)
     assert "<table id='matrix'><tr><td>6 cells</td></tr></table>" in _render(tmp_path)
 
 
-def test_reports_command_writes_every_report(tmp_path, capsys):
-    store = ResultStore(tmp_path / "r.sqlite")
-    for r in samples.leaderboard(tmp_path / "runs"):
-        store.append(r)
-    assert reports_main(["--store", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out"), "--tile", "64"]) == 0
-    out = tmp_path / "out"
-    for name in ("leaderboard.md", "leaderboard.csv", "index.html"):
-        assert (out / name).stat().st_size > 0, name
-    assert len(list((out / "grids").glob("*.png"))) == 4 and len(list((out / "plots").glob("*.png"))) == 6
-    assert "html: " in capsys.readouterr().out
+def test_page_names_the_store_without_the_machines_folders(tmp_path):
+    from reports.records import source_label
 
-
-def test_reports_command_without_a_store_exits_2(tmp_path, capsys):
-    assert reports_main(["--store", str(tmp_path / "missing.sqlite"), "--out", str(tmp_path)]) == 2
-    assert "no result store" in capsys.readouterr().err
+    location = tmp_path / "deep" / "folder" / "results.sqlite"
+    records = [samples.record("bf16", "bf16", steps_per_s=1.0)]
+    page = html.render(records, tmp_path / "out", source=source_label(location)).read_text()
+    assert "from results.sqlite;" in page and str(location.parent) not in page

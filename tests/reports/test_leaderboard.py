@@ -1,4 +1,7 @@
-from reports.leaderboard import SYNTHETIC_WARNING, render
+"""The leaderboard: ok cells first by speed, failures listed, provenance, CSV columns."""
+from reports import columns
+from reports.leaderboard import render
+from reports.provenance import SYNTHETIC_WARNING
 
 
 def _record(engine, dtype, status, steps_per_s=None, psnr=None, error=None, model="flux-dev"):
@@ -28,3 +31,16 @@ def test_leaderboard_sorts_ok_first_by_speed_and_lists_failures(tmp_path):
 
 def test_empty_store_renders_a_note(tmp_path):
     assert "No results" in render([], tmp_path)["markdown"].read_text()
+
+
+def test_csv_has_one_column_per_frame_column_in_order(tmp_path):
+    paths = render([_record("bf16", "bf16", "ok", 5.8)], tmp_path)
+    header = paths["csv"].read_text().splitlines()[0].split(",")
+    assert header == [c.key for c in columns.FRAME if c.key != "versions"]
+    assert "1024x1024" in paths["csv"].read_text()  # the derived resolution column
+
+
+def test_table_headers_are_the_column_labels(tmp_path):
+    md = render([_record("bf16", "bf16", "ok", 5.8)], tmp_path)["markdown"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| engine"))
+    assert [h.strip() for h in header.strip("|").split("|")] == [c.label for c in columns.TABLE]

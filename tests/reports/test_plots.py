@@ -38,3 +38,39 @@ def test_three_plots_per_model_and_device(tmp_path):
 
 def test_groups_without_ok_cells_get_no_plots(tmp_path):
     assert plots.render([samples.record("bnb", "nf4", "oom", error="x")], tmp_path) == []
+
+
+def _boxes(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def test_memory_legend_covers_no_bar_and_no_value(tmp_path):
+    group = [r for r in samples.leaderboard(tmp_path / "runs") if r["model"] == "flux-dev"]
+    fig = plots.draw("memory", group, "memory")
+    renderer = _boxes(fig)
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for p in ax.patches]
+    values = [t.get_window_extent(renderer) for t in ax.texts]
+    assert bars and values
+    assert not any(legend.overlaps(b) for b in bars + values)
+    figure = fig.bbox
+    assert all(figure.x0 <= v.x0 and v.x1 <= figure.x1 for v in values)  # the longest bar's value too
+
+
+def test_tradeoff_labels_stay_inside_the_axes_clear_of_the_colour_bar(tmp_path):
+    group = [r for r in samples.leaderboard(tmp_path / "runs") if r["model"] == "flux-dev"]
+    single = [samples.record("bf16", "bf16", steps_per_s=2.0, peak=33.5)]
+    for records in (group, single):
+        fig = plots.draw("tradeoff", records, "tradeoff")
+        renderer = _boxes(fig)
+        ax, colour_bar = fig.axes[0], fig.axes[1].get_window_extent(renderer)
+        inside = ax.get_window_extent(renderer)
+        labels = [t for t in ax.texts if t.get_text()]
+        assert any("reference" in t.get_text() for t in labels)
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, \
+                text.get_text()
+            assert not box.overlaps(colour_bar), text.get_text()

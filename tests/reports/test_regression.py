@@ -1,3 +1,5 @@
+"""The nightly regression check: thresholds, each tracked figure, missing and new cells, the command
+(``python -m reports regression``) and scripts/nightly.sh around it."""
 import copy
 import os
 import subprocess
@@ -5,10 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import ResultStore
 from reports import regression
-from reports.regression import compare, load_config, main
+from reports.cli import main as reports_main
+from reports.regression import compare, load_config
 from tests.reports import samples
+
+
+def main(argv):
+    return reports_main(["regression", *argv])
 
 
 def night(records):
@@ -27,10 +33,7 @@ def baseline(tmp_path):
 
 
 def _store(path, records):
-    store = ResultStore(path)
-    for r in records:
-        store.append(r)
-    return str(path)
+    return samples.store(path, records)
 
 
 def test_a_ten_percent_slowdown_fails(tmp_path, baseline, capsys):
@@ -120,6 +123,20 @@ def test_bad_arguments_exit_2(tmp_path, baseline):
     assert main(["--store", str(tmp_path / "missing.sqlite"), "--baseline", now]) == 2
 
 
+def test_missing_store_is_one_line_and_exit_2(tmp_path, baseline, capsys):
+    now = _store(tmp_path / "now.sqlite", baseline)
+    assert main(["--store", str(tmp_path / "missing.sqlite"), "--baseline", now]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no result store at {tmp_path / 'missing.sqlite'} (run a cell first, or pass --store)\n"
+
+
+def test_tracked_figures_are_read_where_the_record_keeps_them():
+    assert regression.figure({"quality": {"psnr_db": 30.0}, "metrics": {"psnr_db": 1.0}}, "psnr_db") == 30.0
+    assert regression.figure({"metrics": {"steps_per_s": 2.5}}, "steps_per_s") == 2.5
+    assert regression.figure({"metrics": {"load_s": 4.0}}, "load_s") == 4.0   # tracked, but not a table column
+    assert regression.figure({"metrics": {"steps_per_s": True}}, "steps_per_s") is None
+
+
 def test_config_file_matches_the_builtin_defaults():
     assert load_config(regression.DEFAULT_CONFIG) == regression.BUILTIN
 
@@ -147,3 +164,10 @@ def test_nightly_script_reports_checks_and_promotes(tmp_path, baseline):
     assert "Nightly leaderboard" in summary and "## flux-dev on NVIDIA H200" in summary and "REGRESSION" in summary
     assert run("promote").returncode == 0
     assert run("check").returncode == 0  # tonight is now the baseline
+
+
+def test_nightly_script_uses_the_one_entry_point():
+    text = (Path(__file__).resolve().parents[2] / "scripts" / "nightly.sh").read_text()
+    assert "PYTHON=${PYTHON:-python3}" in text
+    assert '-m reports all --store' in text and '-m reports regression --store' in text
+    assert "-m reports." not in text  # no module entry points of its own

@@ -14,12 +14,13 @@ CPU = torch.device("cpu")
 def test_declarations():
     assert SDNQ.name == "sdnq" and SDNQ.default_dtype == "int8" and SDNQ.modes == ("pre", "post")
     assert SDNQ.dtypes == ALL_TYPES and SDNQ.requires == ()
-    assert set(SDNQ.options) == {"group_size", "quant_conv", "use_quantized_matmul", "quantized_matmul_conv",
-                                 "dequantize_fp32", "compile_dequantize", "quantize_device"}
+    assert set(SDNQ.option_defaults()) == {"group_size", "quant_conv", "use_quantized_matmul", "quantized_matmul_conv",
+                                 "dequantize_fp32", "compile_dequantize", "quantize_device", "dequant_backend",
+                                 "int8_backend"}
 
 
 def test_unknown_option_and_dtype_are_rejected():
-    with pytest.raises(ValueError, match="valid options"):
+    with pytest.raises(ValueError, match="has no option 'groupsize'. Did you mean: group_size"):
         SDNQ("int8", options={"groupsize": 32})
     with pytest.raises(ValueError, match="supports"):
         SDNQ("int9")
@@ -50,11 +51,11 @@ def test_verify_refuses_a_model_with_nothing_quantized():
         engine.verify("transformer", nn.Sequential(nn.Linear(8, 8)))
 
 
-def test_count_and_describe():
+def test_count_and_report():
     engine = SDNQ("int4", options={"group_size": 32})
     model = engine.quantize("transformer", nn.Sequential(nn.Linear(64, 64), nn.Conv2d(4, 4, 1)).bfloat16())
     assert engine.count_quantized(model) == (1, 1)
-    desc = engine.describe()
+    desc = engine.report()
     assert desc["settings"]["group_size"] == 32 and desc["dtype"] == "int4"
     assert desc["sdnq"]["components"]["transformer"]["weight_types"] == {"int4": 1}
 

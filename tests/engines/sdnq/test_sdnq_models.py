@@ -77,7 +77,7 @@ def test_pre_mode_matches_post_mode(kind, wtype, references, saved_models, tiny)
     name = KINDS[kind][0]
     engine = _engine(wtype, "pre", kind)
     model = engine.load_component(name, cls, str(saved_models), torch_dtype=torch.bfloat16)
-    assert engine.describe()["sdnq"]["components"][name]["how"] == "streamed"
+    assert engine.report()["sdnq"]["components"][name]["how"] == "streamed"
     _check(model, engine, kind, wtype, references, tiny)
     post = _engine(wtype, "post", kind).quantize(name, copy.deepcopy(references[kind][0]))
     pre_state, post_state = model.state_dict(), post.state_dict()

@@ -45,7 +45,7 @@ def test_engine_pre_mode_reads_a_saved_sdnq_checkpoint(tiny, tmp_path):
     model = engine.quantize("transformer", tiny.make_flux())
     save_quantized(model, tmp_path / "transformer")
     loaded = engine.load_component("transformer", FluxTransformer2DModel, str(tmp_path))
-    assert engine.describe()["sdnq"]["components"]["transformer"]["how"] == "sdnq-checkpoint"
+    assert engine.report()["sdnq"]["components"]["transformer"]["how"] == "sdnq-checkpoint"
     assert torch.equal(tiny.run(loaded, "flux"), tiny.run(model, "flux"))
 
 

@@ -1,25 +1,22 @@
-"""Offload modes side by side: for each model x engine:dtype x GPU memory cap, every offload mode's status,
-seconds per step and peak GPU memory, and how balanced offload compares with the others.
+"""The offload table: for each model x engine:dtype x GPU memory cap, every offload mode's status, seconds per
+step and peak GPU memory side by side, and how balanced offload compares with the others.
 
-Balanced offload's targets (issue 5): peak under the cap; at least 3x faster than ``sequential``; at least
+Balanced offload's targets: peak under the cap; at least 3x faster than ``sequential``; at least
 as fast as ``model`` where that fits, else as ``group``. The verdict columns say whether the measured cells
 meet them; a comparison whose cells did not all run says so instead. "As fast" allows `SPREAD` (1%): each
 cell times one image, and cells with identical placements measured up to 0.7% apart on the H200 (SDNQ int8
 whole-resident under balanced offload: 0.2174 vs 0.2190 s/step).
-
-    python -m reports.offload --store results/offload.sqlite --out reports/out
 """
 from __future__ import annotations
 
-import argparse
 import html
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from reports.provenance import describe, device_of, newest
+from reports import provenance
+from reports.records import device_of, groups, newest
 
 MODES = ("balanced", "model", "group", "group+stream", "sequential", "none")
 INTRO = ("Seconds per denoising step (median), peak GPU memory allocated, status; `cap` is the simulated GPU size "
@@ -83,10 +80,11 @@ SPREAD = 0.01
 
 
 def _verdicts(row: dict) -> dict:
+    """Balanced offload against the targets (module docstring) for one `comparison` row."""
     bal = row.get("balanced s/step")
     seq, mod = row.get("sequential s/step"), row.get("model s/step")
-    groups = [v for v in (row.get("group s/step"), row.get("group+stream s/step")) if v]
-    grp = min(groups) if groups else None
+    group_runs = [v for v in (row.get("group s/step"), row.get("group+stream s/step")) if v]
+    grp = min(group_runs) if group_runs else None
     out: dict = {}
     cap = row.get("cap GiB")
     peak = row.get("balanced peak GiB")
@@ -113,15 +111,15 @@ def _verdicts(row: dict) -> dict:
 
 
 def markdown(records: list[dict]) -> str:
+    """``offload.md``: per model x device its provenance and the comparison table."""
     df = comparison(records)
     lines = ["# Offload modes side by side", "", INTRO, ""]
     if df.empty:
         return "\n".join(lines + ["No results."]) + "\n"
+    by_group = groups(records)
     for (model, device), part in df.groupby(["model", "device"], sort=True):
-        recs = [r for r in records if r.get("model") == model
-                and ((r.get("env") or {}).get("device_name") or "unknown") == device]
         lines += [f"## {model} on {device}", ""]
-        lines += [f"- {k}: {v}" for k, v in describe(recs).items()]
+        lines += provenance.markdown(provenance.summary(by_group.get((model, device), [])))
         lines += ["", _table(part), ""]
     return "\n".join(lines) + "\n"
 
@@ -156,6 +154,7 @@ def _table(part: pd.DataFrame) -> str:
 
 
 def has_offload(records: list[dict]) -> bool:
+    """Whether any record ran with an offload mode (the table is only rendered then)."""
     return any(r.get("offload") not in (None, "none") for r in records)
 
 
@@ -197,30 +196,10 @@ def _num_cell(value, digits: int) -> str:
 
 
 def render(records: list[dict], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``offload.md`` and ``offload.csv`` into ``out_dir``."""
+    """Write ``offload.md`` and ``offload.csv`` into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / "offload.md", out / "offload.csv"
     md.write_text(markdown(records))
     comparison(records).to_csv(csv, index=False)
     return {"offload_md": md, "offload_csv": csv}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.offload", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--store", required=True, help="SQLite file or postgresql:// URL")
-    parser.add_argument("--out", default="reports/out")
-    args = parser.parse_args(argv)
-    from harness.store import ResultStore, is_postgres_url
-
-    if not is_postgres_url(args.store) and not Path(args.store).is_file():
-        print(f"error: no result store at {args.store}", file=sys.stderr)
-        return 2
-    for kind, path in render(list(ResultStore(args.store).records()), args.out).items():
-        print(f"{kind}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

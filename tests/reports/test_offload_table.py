@@ -1,4 +1,5 @@
-from reports import offload
+"""The offload table: every mode side by side per cap, balanced offload's targets, markdown, CSV and HTML."""
+from reports import offload_table as offload
 from tests.reports.samples import record
 
 

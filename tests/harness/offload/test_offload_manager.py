@@ -1,190 +1,15 @@
-"""Balanced offload on the CPU: the planning functions, the units (quantized layers whole), and the
-hook mechanics with ``cpu`` standing in for the GPU and an injected memory-usage function."""
+"""`harness.offload.balanced.manager`: dispatch, streaming, eviction, promotion and the books, with ``cpu``
+standing in for the GPU and an injected memory-usage function; then a whole pipeline and a whole cell."""
 import pytest
 import torch
 from torch import nn
 
-from engines.base import Unsupported, module_nbytes
-from harness import balanced, offload
-from harness.balanced import BalancedOffload, build_units, evictions, plan
-
-
-@pytest.fixture(autouse=True)
-def _inference():
-    """As in a pipeline call: no autograd graph (it would hold references to quantized weights). And one
-    intra-op thread: OpenMP workers started in the pytest process would hang the cells that later tests
-    fork from it (libgomp is not fork-safe)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-# -- plan / evictions (pure) ----------------------------------------------------------------------
-@pytest.mark.parametrize("sizes, budget, expected", [
-    ([4, 4, 4], 12, [True, True, True]),                   # everything fits
-    ([4, 4, 4], 8, [True, True, False]),                   # in order until the budget is spent
-    ([4, 9, 2, 1], 7, [True, False, True, True]),          # a unit too large is skipped, small ones still fill
-    ([5, 5], 0, [False, False]),                           # no room: all streamed
-    ([5, 5], -3, [False, False]),                          # over the watermark already
-    ([], 10, []),
-], ids=["all-fit", "in-order", "first-fit", "zero-budget", "negative-budget", "empty"])
-def test_plan_is_first_fit_in_order(sizes, budget, expected):
-    assert plan(sizes, budget) == expected
-
-
-def test_plan_places_required_units_first_and_charges_them():
-    assert plan([3, 6, 3], 6, required=[False, True, False]) == [False, True, False]
-    assert plan([3, 6, 3], 9, required=[False, True, False]) == [True, True, False]
-    assert plan([3, 6], 2, required=[False, True]) == [False, True]  # required even over budget
-
-
-def test_plan_rejects_bad_input():
-    with pytest.raises(ValueError, match="length"):
-        plan([1, 2], 5, required=[True])
-    with pytest.raises(ValueError, match=">= 0"):
-        plan([1, -2], 5)
-
-
-def test_evictions_lru_first_until_below_low_watermark():
-    placed = [("text_encoder", 2), ("text_encoder_2", 9), ("vae", 1)]
-    assert evictions(placed, used=12, low=3) == ["text_encoder", "text_encoder_2"]
-    assert evictions(placed, used=12, low=12) == []
-    assert evictions(placed, used=12, low=0) == ["text_encoder", "text_encoder_2", "vae"]
-
-
-# -- units ----------------------------------------------------------------------------------------
-class Block(nn.Module):
-    """A module that owns a parameter directly *and* has children (the unit is its own tensor)."""
-
-    def __init__(self, width=32):
-        super().__init__()
-        self.gate = nn.Parameter(torch.ones(width, dtype=torch.bfloat16))
-        self.proj = nn.Linear(width, width, dtype=torch.bfloat16)
-        self.norm = nn.LayerNorm(width, dtype=torch.bfloat16)
-        self.act = nn.GELU()  # no tensors: not a unit
-
-    def forward(self, x):
-        return self.norm(self.proj(x) * self.gate) + x
-
-
-class Toy(nn.Module):
-    def __init__(self, blocks=4, width=32):
-        super().__init__()
-        torch.manual_seed(0)
-        self.embed = nn.Linear(width, width, dtype=torch.bfloat16)
-        self.blocks = nn.ModuleList(Block(width) for _ in range(blocks))
-        self.out = nn.Linear(width, width, dtype=torch.bfloat16)
-
-    def forward(self, x):
-        x = self.embed(x)
-        for b in self.blocks:
-            x = b(x)
-        return self.out(x)
-
-
-def test_units_are_modules_with_their_own_tensors_in_module_order():
-    model = Toy(blocks=2)
-    units = build_units(model)
-    assert [u.name for u in units] == ["embed", "blocks.0", "blocks.0.proj", "blocks.0.norm", "blocks.1",
-                                       "blocks.1.proj", "blocks.1.norm", "out"]
-    block = units[1]
-    assert not block.subtree and block.nbytes == 32 * 2  # only `gate`: its children are their own units
-    assert sum(u.nbytes for u in units) == module_nbytes(model)
-    assert not any(u.generic for u in units)  # plain tensors: moved by swapping .data
-
-
-def test_tied_weights_are_one_unit():
-    class Tied(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embed = nn.Embedding(10, 8)
-            self.head = nn.Linear(8, 10, bias=False)
-            self.head.weight = self.embed.weight
-
-    units = build_units(Tied())
-    assert len(units) == 1 and len(units[0].roots) == 2 and units[0].nbytes == 10 * 8 * 4
-
-
-def _quantized_toy(engine: str, dtype: str) -> nn.Module:
-    from engines.registry import get_engine_class
-
-    eng = get_engine_class(engine)(dtype, "post", {})
-    try:
-        eng.check_platform(torch.device("cpu"))
-    except Unsupported as exc:
-        pytest.skip(str(exc))
-    model = Toy(blocks=2, width=64)
-    return eng.quantize("transformer", model) or model
-
-
-QUANTIZED = [("sdnq", "int8"), ("sdnq", "uint4"), ("torchao", "int8"), ("quanto", "int8"), ("quanto", "int4"),
-             ("gguf", "q8_0"), ("bnb", "int8")]
-
-
-@pytest.mark.parametrize("engine, dtype", QUANTIZED, ids=[f"{e}-{d}" for e, d in QUANTIZED])
-def test_quantized_layers_are_atomic_with_their_scales(engine, dtype):
-    model = _quantized_toy(engine, dtype)
-    units = {u.name: u for u in build_units(model)}
-    for name in ("embed", "blocks.0.proj", "out"):
-        unit = units[name]
-        layer = model.get_submodule(name)
-        assert unit.subtree and unit.roots == [layer]
-        # every byte of the layer (packed data, scales, zero points, bias) moves as one
-        assert unit.nbytes == module_nbytes(layer) > 0
-        assert not any(n.startswith(name + ".") for n in units)  # nothing inside it is a unit of its own
-    assert units["blocks.0.norm"].subtree is False
-    assert sum(u.nbytes for u in units.values()) == module_nbytes(model)
-    _assert_offloaded_output_matches(model, torch.randn(2, 64, dtype=torch.bfloat16))
-
-
-def test_nncf_decompressor_moves_with_its_layer():
-    nncf = pytest.importorskip("nncf")
-    model = Toy(blocks=1, width=64)
-    nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
-                          dataset=nncf.Dataset([torch.randn(1, 64, dtype=torch.bfloat16)]))
-    units = {u.name: u for u in build_units(model)}
-    proj = units["blocks.0.proj"]
-    kinds = [type(m).__name__ for m in proj.roots]
-    assert kinds[0] == "Linear" and len(kinds) == 2 and "Decompressor" in kinds[1]
-    assert proj.nbytes == module_nbytes(model.blocks[0].proj) + module_nbytes(proj.roots[1])
-    assert not any(n.startswith("<nncf>") for n in units)  # no orphan decompressor
-    _assert_offloaded_output_matches(model, torch.randn(2, 64, dtype=torch.bfloat16))
-
-
-def test_peft_lora_around_a_quantized_layer_is_one_unit():
-    peft = pytest.importorskip("peft")
-    model = _quantized_toy("sdnq", "int8")
-    model = peft.inject_adapter_in_model(peft.LoraConfig(r=2, target_modules=["proj"]), model)
-    units = {u.name: u for u in build_units(model)}
-    wrapper = model.blocks[0].proj
-    assert units["blocks.0.proj"].roots == [wrapper] and units["blocks.0.proj"].subtree
-    assert units["blocks.0.proj"].nbytes == module_nbytes(wrapper)
-
-
-# -- mechanics (cpu as the stand-in device) -------------------------------------------------------
-def _watch(manager: BalancedOffload, comp: str, log: list):
-    """Record, at every unit's forward, whether the offloader has it on the device."""
-    for unit in manager.components[comp].units:
-        for m in unit.roots:
-            # registered after install: runs after the offloader's own pre-hook
-            m.register_forward_pre_hook(lambda mod, args, unit=unit: log.append((unit.name, unit.on_device)),
-                                        prepend=False)
-
-
-def _assert_offloaded_output_matches(model, x, fraction=0.5):
-    ref = model(x)
-    total = sum(u.nbytes for u in build_units(model))
-    manager = BalancedOffload("cpu", usable=int(total * fraction / 0.7), high_watermark=0.7).install({"m": model})
-    for _ in range(2):
-        assert torch.equal(model(x), ref)
-    stats = manager.stats()["components"]["m"]
-    assert stats["streamed_units"] > 0 and stats["resident_units"] > 0
-    manager.remove()
-    assert torch.equal(model(x), ref)
+from harness import offload
+from harness.offload.balanced import placement
+from harness.offload.balanced.manager import BalancedOffload
+from harness.offload.balanced.placement import plan
+from harness.offload.balanced.units import build_units
+from tests.harness.offload.toys import Toy, quantized_toy, watch
 
 
 def test_partial_placement_under_the_high_watermark_and_streaming_the_rest():
@@ -198,7 +23,7 @@ def test_partial_placement_under_the_high_watermark_and_streaming_the_rest():
     comp = manager.components["transformer"]
     assert all(not u.on_device for u in comp.units)  # nothing on the device before the first forward
     log = []
-    _watch(manager, "transformer", log)
+    watch(manager, "transformer", log)
 
     for _ in range(3):
         assert torch.equal(model(x), ref)
@@ -227,11 +52,11 @@ def test_partial_placement_under_the_high_watermark_and_streaming_the_rest():
 
 
 def test_quantized_units_are_never_split_while_streamed():
-    model = _quantized_toy("sdnq", "int8")
+    model, eng = quantized_toy("sdnq", "int8")
     x = torch.randn(2, 64, dtype=torch.bfloat16)
     ref = model(x)
-    total = sum(u.nbytes for u in build_units(model))
-    manager = BalancedOffload("cpu", int(total * 0.4), high_watermark=1.0).install({"transformer": model})
+    total = sum(u.nbytes for u in build_units(model, eng))
+    manager = BalancedOffload("cpu", int(total * 0.4), high_watermark=1.0, engine=eng).install({"transformer": model})
     seen = []
 
     def check(mod, args):  # every tensor of a quantized layer is where its unit is
@@ -277,7 +102,7 @@ def test_a_whole_component_is_not_replanned_until_it_is_evicted(monkeypatch):
     manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1)
     manager.install({"a": a, "b": b})
     calls = []
-    monkeypatch.setattr(balanced, "plan", lambda *args: calls.append(1) or plan(*args))
+    monkeypatch.setattr(placement, "plan", lambda *args: calls.append(1) or plan(*args))
     a(x)
     a(x)
     assert len(calls) == 1  # placed whole at the first forward; the second has nothing to place
@@ -372,6 +197,13 @@ def test_remove_restores_plain_modules():
     assert torch.equal(model(x), ref)
 
 
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="low_watermark <= high_watermark"):
+        BalancedOffload("cpu", usable=100, high_watermark=0.2, low_watermark=0.5)
+    with pytest.raises(ValueError, match="usable GPU memory must be positive"):
+        BalancedOffload("cpu", usable=0)
+
+
 def test_flux_pipeline_output_is_unchanged_and_every_component_is_dispatched(cache_dir):
     from harness import synthetic
 
@@ -406,35 +238,6 @@ def test_flux_pipeline_output_is_unchanged_and_every_component_is_dispatched(cac
     assert report["gib_moved"] == pytest.approx(sum(c["gib_to_device"] + c["gib_to_host"] for c in comps.values()))
 
 
-# -- the offload mode -----------------------------------------------------------------------------
-def test_balanced_is_unsupported_without_an_accelerator():
-    with pytest.raises(Unsupported, match="offload=balanced needs a CUDA accelerator"):
-        offload.check("balanced", torch.device("cpu"))
-
-
-def test_options_are_checked():
-    assert balanced.check_options({"high_watermark": 0.8}) == {**balanced.DEFAULT_OPTIONS, "high_watermark": 0.8}
-    with pytest.raises(ValueError, match="no option high_watermrk.*options: high_watermark, low_watermark"):
-        balanced.check_options({"high_watermrk": 0.8})
-    with pytest.raises(ValueError, match="low_watermark <= high_watermark"):
-        BalancedOffload("cpu", usable=100, high_watermark=0.2, low_watermark=0.5)
-
-
-def test_stats_of_a_pipeline_without_balanced_offload_is_empty():
-    class Pipe:
-        pass
-
-    assert offload.stats(Pipe()) == {}
-
-
-def test_config_lists_every_option_with_its_default(compose):
-    from harness.validate import validate
-
-    cfg = compose(["offload=balanced"])
-    assert dict(cfg.offload.options) == balanced.DEFAULT_OPTIONS
-    assert validate(cfg).offload["name"] == "balanced"
-
-
 _CELL = """
 import json, sys
 from harness import offload, runner
@@ -446,7 +249,7 @@ offload.check = lambda name, device: None  # lifted for this run only (the forke
 register()
 with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
     cell = validate(compose(config_name="config", overrides=sys.argv[3:]))
-record = runner.run(cell, sys.argv[2])
+record = runner.run(cell, sys.argv[2]).record
 print("RECORD " + json.dumps({k: record[k] for k in ("status", "error", "offload_report", "quality")}))
 """
 

@@ -1,0 +1,255 @@
+"""The balanced offloader: dispatch, eviction, promotion and its books.
+
+* Each top-level pipeline component (transformer / unet, text encoders, VAE) is a unit of dispatch.
+  When its forward (or ``vae.decode`` / ``encode``) starts and it is not placed on the GPU, idle
+  components are first moved back to the CPU (least recently used first) while GPU use is above the
+  *low watermark*; then as many of its layers as fit under the *high watermark* are moved onto the GPU
+  (`placement.plan`, first fit in module order). The rest stay on the CPU and are *streamed* (`hooks`).
+  A placed component whose streamed layers would now fit (memory freed since) has them promoted at its
+  next forward.
+* Each forward of a component measures its *working memory* (activations and streamed layers in flight:
+  peak allocated during the forward minus what was in use when it started; an upper bound, since the
+  allocator's peak is never reset here). Once measured, the component may fill up to ``max_fill`` of the
+  usable memory minus that working memory, above the high watermark: a component that fits whole next to
+  its activations is placed whole from its second forward on (nothing streamed, as with model offload),
+  and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
+  The cap binds *reserved* memory, not allocated: layers placed one by one next to streamed layers land
+  among the holes those left. With ``release_cache`` the allocator's cached free blocks go back to the
+  driver before layers are placed.
+* Every move is counted (`BalancedOffload.stats`).
+
+The mechanics are testable without a GPU: `BalancedOffload` takes the onload device and a memory-usage
+function, so tests use ``cpu`` as a stand-in device.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from engines.base import Engine, module_nbytes
+from harness.measure import GIB
+from harness.offload.balanced import hooks, placement
+from harness.offload.balanced.moves import move, pin, to_cpu
+from harness.offload.balanced.units import Unit, build_units
+from harness.offload.options import BalancedOptions, check_balanced
+
+_DEFAULTS = BalancedOptions()
+
+
+@dataclass(eq=False)
+class Component:
+    name: str
+    module: nn.Module
+    units: list[Unit]
+    placed: bool = False
+    last_used: float = 0.0
+    counters: dict = field(default_factory=lambda: {
+        "dispatches": 0, "evictions": 0, "promotions": 0, "moves_to_device": 0, "moves_to_host": 0,
+        "bytes_to_device": 0, "bytes_to_host": 0})
+    max_resident: int = 0
+    #: The placement chosen at the latest dispatch or promotion (what the report shows).
+    placement: dict = field(default_factory=dict)
+    #: Working memory of one forward in bytes (latest measurement); None = not measured yet.
+    work: int | None = None
+    #: (bytes in use, allocator peak) when the forward in progress started.
+    at_start: tuple[int, int] | None = None
+    #: Every unit is placed: dispatch has nothing left to do until the component is evicted.
+    whole: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(u.nbytes for u in self.units)
+
+    def bytes_on_device(self) -> int:
+        return sum(u.nbytes for u in self.units if u.on_device)
+
+    def snapshot(self) -> None:
+        resident = [u for u in self.units if u.on_device and not u.transient]
+        streamed = [u for u in self.units if not (u.on_device and not u.transient)]
+        self.placement = {"resident_bytes": sum(u.nbytes for u in resident), "resident_units": len(resident),
+                          "streamed_bytes": sum(u.nbytes for u in streamed), "streamed_units": len(streamed),
+                          "streamed_first": [u.name for u in streamed[:3]]}
+        self.max_resident = max(self.max_resident, self.placement["resident_bytes"])
+
+
+class BalancedOffload:
+    """Installs balanced offload on a set of components and keeps its books.
+
+    ``device``: where layers compute (a CUDA device; tests pass ``cpu`` as a stand-in).
+    ``usable``: usable bytes of that device. ``memory_used``: bytes in use on it now; None =
+    ``torch.cuda.memory_allocated`` on CUDA, else the bytes of the units this offloader placed there.
+    ``memory_peak``: the allocator's peak so far (to measure working memory); None =
+    ``torch.cuda.max_memory_allocated`` on CUDA, else not measured. ``engine``: the run's engine, which
+    says which modules are quantized layers (`units.build_units`); None = the generic rule.
+    The other arguments are the options of `harness.offload.options.BalancedOptions`.
+    """
+
+    def __init__(self, device: torch.device | str, usable: int,
+                 high_watermark: float = _DEFAULTS.high_watermark, low_watermark: float = _DEFAULTS.low_watermark,
+                 pin_memory: bool = _DEFAULTS.pin_memory, memory_used: Callable[[], int] | None = None,
+                 max_fill: float | None = _DEFAULTS.max_fill, memory_peak: Callable[[], int] | None = None,
+                 release_cache: bool = _DEFAULTS.release_cache, engine: Engine | None = None):
+        check_balanced(high_watermark, low_watermark, max_fill)
+        if usable <= 0:
+            raise ValueError(f"balanced offload: usable GPU memory must be positive, got {usable} bytes")
+        self.device = torch.device(device)
+        self.usable = int(usable)
+        self.high = high_watermark
+        self.low = low_watermark
+        self.pin_memory = pin_memory and self.device.type == "cuda"
+        self.max_fill = max_fill
+        self.release_cache = release_cache
+        self.engine = engine
+        self._memory_used = memory_used
+        self._memory_peak = memory_peak
+        self.components: dict[str, Component] = {}
+
+    # -- accounting --
+    def used(self) -> int:
+        if self._memory_used is not None:
+            return int(self._memory_used())
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        return sum(c.bytes_on_device() for c in self.components.values())
+
+    def _release(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def peak(self) -> int | None:
+        if self._memory_peak is not None:
+            return int(self._memory_peak())
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return None
+
+    def move_unit(self, comp: Component, unit: Unit, to_device: bool) -> None:
+        """Move one unit of ``comp`` and count the move."""
+        if to_device and self.pin_memory:
+            pin(unit)  # once, at the first move: lands in the first call, not in steady state
+        copied = move(unit, self.device, to_device)
+        if to_device and unit.generic and not unit.resized:
+            # a generic unit may change size at its first move (bitsandbytes quantizes then): plan with
+            # the size it has on the device from now on
+            unit.nbytes, unit.resized = module_nbytes(nn.Module(), extra=unit.tensors()), True
+        c = comp.counters
+        c["moves_to_device" if to_device else "moves_to_host"] += 1
+        c["bytes_to_device" if to_device else "bytes_to_host"] += copied
+
+    # -- installation --
+    def install(self, components: dict[str, nn.Module]) -> "BalancedOffload":
+        for name, module in components.items():
+            if hasattr(module, "_hf_hook"):
+                raise RuntimeError(f"balanced offload: component '{name}' already carries an accelerate hook "
+                                   f"({type(module._hf_hook).__name__})")
+            comp = Component(name, module, build_units(module, self.engine))
+            for unit in comp.units:
+                to_cpu(unit)  # every unit starts on the CPU, streamed until a dispatch places it
+                hooks.hook_unit(self, comp, unit)
+            hooks.attach_component_hook(module, self, name)
+            self.components[name] = comp
+        return self
+
+    def remove(self) -> None:
+        """Undo `install`: every component back on the CPU, every hook gone."""
+        for comp in self.components.values():
+            for unit in comp.units:
+                if unit.on_device:
+                    move(unit, self.device, False)
+                hooks.unhook_unit(unit)
+            hooks.remove_component_hook(comp.module)
+        self.components.clear()
+
+    # -- dispatch --
+    @torch.compiler.disable
+    def activate(self, name: str) -> None:
+        """Component ``name`` starts a forward: evict idle components, place it (or promote layers)."""
+        comp = self.components[name]
+        comp.last_used = time.perf_counter()
+        fresh = not comp.placed
+        if fresh:
+            idle = sorted((c for c in self.components.values() if c.placed and c is not comp),
+                          key=lambda c: c.last_used)
+            for other in placement.evictions([(c.name, c.bytes_on_device()) for c in idle], self.used(),
+                                             int(self.low * self.usable)):
+                self.evict(other)
+            comp.counters["dispatches"] += 1
+            comp.placed = True
+        streamed = [] if comp.whole else [u for u in comp.units if not u.on_device]
+        if streamed:
+            if self.release_cache:
+                self._release()
+            used = self.used()
+            budget = int(self.high * self.usable) - used
+            if comp.work is not None and self.max_fill is not None:
+                budget = max(budget, int(self.max_fill * self.usable) - comp.work - used)
+            keep = placement.plan([u.nbytes for u in streamed], budget, [u.required for u in streamed])
+            for unit, flag in zip(streamed, keep):
+                if flag:
+                    self.move_unit(comp, unit, True)
+                    hooks.unhook_unit(unit)
+            if not fresh:
+                comp.counters["promotions"] += sum(keep)
+            comp.whole = all(keep)
+        else:
+            comp.whole = True
+        if fresh or streamed:
+            comp.snapshot()
+        peak = self.peak()
+        comp.at_start = None if peak is None else (self.used(), peak)
+
+    @torch.compiler.disable
+    def finished(self, name: str) -> None:
+        """Component ``name`` ended a forward: update its working memory (peak since it started minus
+        what was in use then - an upper bound, exact when the peak was reached in this forward)."""
+        comp = self.components[name]
+        peak = self.peak()
+        if comp.at_start is not None and peak is not None:
+            comp.work = max(0, peak - comp.at_start[0])
+        comp.at_start = None
+
+    def evict(self, name: str) -> None:
+        comp = self.components[name]
+        for unit in comp.units:
+            if unit.on_device and not unit.transient:
+                self.move_unit(comp, unit, False)
+                hooks.hook_unit(self, comp, unit)
+        comp.placed = comp.whole = False
+        comp.counters["evictions"] += 1
+
+    # -- report --
+    def describe(self) -> dict:
+        return {"mode": "balanced", "high_watermark": self.high, "low_watermark": self.low, "max_fill": self.max_fill,
+                "release_cache": self.release_cache,
+                "usable_gib": self.usable / GIB, "pin_memory": self.pin_memory,
+                "unit": "leaf module (own parameters/buffers); quantized layers whole, with their scales",
+                **self.stats()}
+
+    def stats(self) -> dict:
+        """Placement and traffic per component, counted since `install` (every pipeline call,
+        warm-up included): bytes resident vs streamed in the current placement, moves and bytes."""
+        comps = {}
+        for name, c in self.components.items():
+            n, p = c.counters, c.placement
+            comps[name] = {
+                "gib": c.nbytes / GIB, "units": len(c.units),
+                "quantized_units": sum(u.subtree for u in c.units),
+                "resident_gib": p["resident_bytes"] / GIB if p else None,
+                "resident_units": p.get("resident_units"),
+                "streamed_gib": p["streamed_bytes"] / GIB if p else None,
+                "streamed_units": p.get("streamed_units"), "streamed_first": p.get("streamed_first"),
+                "max_resident_gib": c.max_resident / GIB,
+                "work_gib": None if c.work is None else c.work / GIB,
+                "dispatches": n["dispatches"], "evictions": n["evictions"], "promotions": n["promotions"],
+                "moves_to_device": n["moves_to_device"], "moves_to_host": n["moves_to_host"],
+                "gib_to_device": n["bytes_to_device"] / GIB, "gib_to_host": n["bytes_to_host"] / GIB,
+            }
+        return {"components": comps,
+                "moves": sum(c["moves_to_device"] + c["moves_to_host"] for c in comps.values()),
+                "gib_moved": sum(c["gib_to_device"] + c["gib_to_host"] for c in comps.values()),
+                "counted_over": "every pipeline call since offload was installed (warm-up included); "
+                                "a move to the host of a plain tensor drops the GPU copy (0 bytes copied)"}

@@ -1,0 +1,222 @@
+"""The result record: what ``result.json`` and one store row hold, and the only place one is assembled.
+
+Every key is a dataclass field whose ``metadata["doc"]`` is its one-line meaning; README's schema table is
+generated from these (`schema_markdown`, kept in step by a test) and reports read records through
+`Record.from_dict`, so a key is declared once. Records are plain JSON: `Record.to_dict` is what is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+
+
+def doc(text: str, default: Any = None, **kw) -> Any:
+    """A field with its one-line documentation (and a default: None unless given)."""
+    if isinstance(default, (dict, list)):
+        factory = (lambda d=default: type(d)(d))
+        return field(default_factory=factory, metadata={"doc": text, **kw})
+    return field(default=default, metadata={"doc": text, **kw})
+
+
+@dataclass
+class ErrorInfo:
+    """Why a cell did not end ``ok``."""
+
+    type: str = doc("exception type, signal name, or Timeout / ProcessExit")
+    message: str = doc("first line of the message")
+    normalized: str = doc("the message with numbers, paths and addresses replaced, for grouping identical errors")
+    stage: Optional[str] = doc("where the cell was when it failed (`load + quantize`, `offload`, `compile`, "
+                               "`first call (1 of 3), step 2 of 4 done`, ...)")
+    reason: Optional[str] = doc("the engine's or mode's declared reason (status `unsupported`)")
+    traceback: Optional[str] = doc("the end of the traceback, for exceptions")
+
+
+@dataclass
+class Workload:
+    name: str = doc("workload config name")
+    steps: int = doc("denoising steps per image")
+    height: int = doc("image height, pixels")
+    width: int = doc("image width, pixels")
+    warmup: int = doc("untimed generations before the timed ones")
+    repeats: int = doc("timed repetitions of the prompt x seed set")
+    n_prompts: int = doc("number of prompts")
+    n_seeds: int = doc("number of seeds per prompt")
+
+
+@dataclass
+class Metrics:
+    load_s: Optional[float] = doc("wall time from nothing to a ready pipeline on the device, quantization "
+                                  "included (= read_s + quantize_s + move_s)")
+    read_s: Optional[float] = doc("reading the checkpoint (pre-mode quantization included)")
+    quantize_s: Optional[float] = doc("post-mode quantization")
+    move_s: Optional[float] = doc("moving the pipeline onto the device")
+    first_call_s: Optional[float] = doc("the first warm-up call, where compile and autotune land")
+    steps_per_s: Optional[float] = doc("denoising steps/s: median of synchronized per-step intervals after warm-up")
+    step_s: Optional[float] = doc("median seconds per denoising step (the inverse of steps_per_s)")
+    s_per_image: Optional[float] = doc("median end-to-end seconds per image: text encoding + denoising + VAE decode")
+    mem_after_load_gib: Optional[float] = doc("`torch.cuda.memory_allocated()` after load (host RSS on CPU, "
+                                              "see memory_kind)")
+    reserved_after_load_gib: Optional[float] = doc("`torch.cuda.max_memory_reserved()` after load")
+    peak_mem_gib: Optional[float] = doc("`max_memory_allocated()` during generation, reset after warm-up")
+    peak_reserved_gib: Optional[float] = doc("`max_memory_reserved()` during generation, reset after warm-up")
+    host_peak_rss_gib: Optional[float] = doc("peak resident host memory of the cell process during load")
+    weight_gib: Optional[float] = doc("stored bytes of the quantized components (packed data + scales, tensor "
+                                      "subclasses unflattened)")
+    reference_weight_gib: Optional[float] = doc("the same components as stored in the checkpoint")
+    total_weight_gib: Optional[float] = doc("stored bytes of the whole pipeline after quantization")
+    memory_kind: Optional[str] = doc("`cuda` (GPU allocator figures) or `host_rss`")
+    n_timed_calls: Optional[int] = doc("timed generations (prompts x seeds x repeats)")
+    n_step_samples: Optional[int] = doc("per-step intervals behind steps_per_s")
+    harness_overhead_s: Optional[float] = doc("the cell's wall time spent outside loading and generating, up "
+                                              "to the record's assembly (the store write is not in it)")
+    overhead: dict = doc("harness_overhead_s in parts, seconds: `start_s` (fork to the child's first stage), "
+                         "`env_s` (environment capture), `images_s` (writing PNGs), `quality_s` (metrics vs "
+                         "BF16), `teardown_s` (result sent to child reaped), `other_s` (the rest: claim, "
+                         "resume check, imports, generation outside the timed calls)", default={})
+
+
+@dataclass
+class Quality:
+    psnr_db: Optional[float] = doc("PSNR vs the BF16 image of the same prompt/seed/steps/resolution, per image "
+                                   "on [0,1], averaged")
+    ssim: Optional[float] = doc("SSIM (torchmetrics, full resolution)")
+    ms_ssim: Optional[float] = doc("MS-SSIM (torchmetrics; needs sides of at least 161 px)")
+    lpips: Optional[float] = doc("LPIPS (AlexNet, v0.1), only when its weights are on disk")
+    clip_score: Optional[float] = doc("CLIP score, only when the CLIP model is on disk")
+    unavailable: dict = doc("`{metric: reason}` for every metric that is null", default={})
+    reference: Optional[str] = doc("key of the BF16 reference images compared with")
+    synthetic_weights: Optional[bool] = doc("true for synthetic checkpoints: quality then means numerical deviation")
+    note: Optional[str] = doc("how to read the quality columns of this record")
+
+
+@dataclass
+class Record:
+    schema_version: int = doc("version of this schema", default=SCHEMA_VERSION)
+    cell_key: str = doc("resume key: the config that shapes the run, library versions, hardware")
+    created: str = doc("when the record was assembled (local time, ISO 8601)")
+    status: str = doc("`ok`, `unsupported` (declared by the engine/mode), `error`, `oom`, `timeout`, `crashed`")
+    error: Optional[ErrorInfo] = doc("null, or why the cell did not end ok (see `error.*`)")
+    model: str = doc("model config name")
+    engine: str = doc("quantization engine")
+    dtype: str = doc("weight type, in the engine's vocabulary")
+    mode: str = doc("`pre` (quantized while loading) or `post` (after loading)")
+    components: list = doc("the quantized pipeline components", default=[])
+    offload: str = doc("offload mode")
+    compile: str = doc("compile mode")
+    workload: Optional[Workload] = doc("what was generated (see `workload.*`)")
+    metrics: Metrics = doc("what was measured (see `metrics.*`)", default=None)
+    quality: Quality = doc("comparison with BF16 (see `quality.*`)", default=None)
+    engine_report: Optional[dict] = doc("engine, dtype, mode, resolved settings, backend versions, per component: "
+                                        "stored and quantized GiB, quantized/target module counts")
+    offload_report: Optional[dict] = doc("what the offload step did (placement, moves, GiB moved)")
+    compile_report: Optional[dict] = doc("what the compile step did")
+    env: Optional[dict] = doc("device and its name, CPU, Python, CUDA, driver, every library version, "
+                              "harness git sha, GPU cap")
+    config: Optional[dict] = doc("the full resolved config")
+    run_dir: Optional[str] = doc("the cell's run directory (result.json, images)")
+    images: list = doc("saved PNGs", default=[])
+    wall_s: Optional[float] = doc("wall time of the isolated cell process")
+
+    def __post_init__(self):
+        if self.metrics is None:
+            self.metrics = Metrics()
+        if self.quality is None:
+            self.quality = Quality()
+
+    def to_dict(self) -> dict:
+        """Plain JSON data (NaN and infinities become null)."""
+        return clean(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Record":
+        """A record read back from result.json or the store. Keys this schema does not know are dropped,
+        missing ones take their defaults, so records of older runs read the same way."""
+        return _build(cls, data)
+
+    @classmethod
+    def assemble(cls, spec, cell_key: str, outcome: dict, run_dir: str, parent_env: dict) -> "Record":
+        """The record of one isolated cell run: ``outcome`` is `harness.isolate.in_child`'s answer,
+        whose payload (when the child got that far) carries metrics, quality and the step reports."""
+        payload = outcome.get("payload") or {}
+        quality = _build(Quality, payload.get("quality") or {})
+        if outcome["status"] != "ok":
+            quality.unavailable = {"all": f"run ended with status {outcome['status']}"}
+        work = spec.workload
+        return cls(
+            cell_key=cell_key,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            status=outcome["status"],
+            error=_build(ErrorInfo, outcome["error"]) if outcome.get("error") else None,
+            model=spec.model["name"], engine=spec.engine, dtype=spec.dtype, mode=spec.mode,
+            components=list(spec.components), offload=spec.offload["name"], compile=spec.compile["name"],
+            workload=Workload(name=work["name"], steps=work["steps"], height=work["height"], width=work["width"],
+                              warmup=work["warmup"], repeats=work["repeats"], n_prompts=len(work["prompts"]),
+                              n_seeds=len(work["seeds"])),
+            metrics=_build(Metrics, payload.get("metrics") or {}),
+            quality=quality,
+            engine_report=payload.get("engine_report"),
+            offload_report=payload.get("offload_report"),
+            compile_report=payload.get("compile_report"),
+            env=payload.get("env") or parent_env,
+            config=spec.config,
+            run_dir=run_dir,
+            images=list(payload.get("images") or []),
+            wall_s=outcome.get("wall_s"),
+        )
+
+
+def _build(cls, data: dict):
+    """``cls`` from a dict, recursing into nested record dataclasses; unknown keys are dropped."""
+    if isinstance(data, cls):
+        return data
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        nested = _NESTED.get((cls, f.name))
+        if nested is not None and isinstance(value, dict):
+            value = _build(nested, value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {(Record, "error"): ErrorInfo, (Record, "workload"): Workload, (Record, "metrics"): Metrics,
+           (Record, "quality"): Quality}
+
+#: The quality figures compared with BF16 (the numeric fields of `Quality`).
+QUALITY_KEYS = ("psnr_db", "ssim", "ms_ssim", "lpips", "clip_score")
+
+
+def clean(value):
+    """JSON has no NaN/inf: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def schema_rows() -> list[tuple[str, str]]:
+    """(key, meaning) for every key of a record, nested ones as ``metrics.load_s``."""
+    rows = []
+    for f in fields(Record):
+        rows.append((f.name, f.metadata["doc"]))
+        nested = _NESTED.get((Record, f.name))
+        if nested is not None:
+            rows += [(f"{f.name}.{g.name}", g.metadata["doc"]) for g in fields(nested)]
+    return rows
+
+
+def schema_markdown() -> str:
+    """README's record table."""
+    lines = ["| key | meaning |", "|---|---|"]
+    lines += [f"| `{key}` | {meaning} |" for key, meaning in schema_rows()]
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Harness overhead on a GPU: the issue's five cells, each in a fresh `python -m harness` call, then a 5-cell
+# FLUX.1-dev sweep in one process; every record keeps metrics.harness_overhead_s and its parts
+# (metrics.overhead). Writes $OUT/cells.sqlite, $OUT/sweep.sqlite, $OUT/overhead.json and the logs.
+#   source scripts/device_env.sh SHA; OUT=dir bash scripts/gpu_overhead.sh
+# Needs the synthetic flux-dev and sdxl checkpoints in $HARNESS_CACHE (device_env.sh's build); the BF16
+# references are computed first (warm-up cells, not measured).
+set -uo pipefail
+OUT=${OUT:-outputs/overhead}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+common=(workload=quick metrics.save_images=true run.timeout_s=900)
+now() { date +%s.%N; }
+
+echo "== imports: which ones create a CUDA context (forked cells need the parent to have none)"
+$PY - <<'PY' 2>&1 | tee "$OUT/imports.txt"
+import time, torch
+t = time.perf_counter()
+for mod in ("diffusers", "transformers", "torchmetrics.functional.image", "diffusers.pipelines.flux",
+            "diffusers.pipelines.stable_diffusion_xl", "torchao", "engines.sdnq.engine", "engines.torchao"):
+    t0 = time.perf_counter()
+    __import__(mod)
+    print(f"{mod:40s} {time.perf_counter() - t0:6.2f} s  cuda initialised: {torch.cuda.is_initialized()}")
+from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa
+print(f"{'pipeline classes':40s} cuda initialised: {torch.cuda.is_initialized()}; all imports "
+      f"{time.perf_counter() - t:.2f} s")
+PY
+
+echo "== warm-up: BF16 references"
+for model in flux-dev sdxl; do
+  HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=$model engine=bf16 "${common[@]}" > "$OUT/warmup-$model.txt" 2>&1 \
+    || { tail -20 "$OUT/warmup-$model.txt"; }
+done
+
+echo "== five cells, a fresh process each"
+cells=(
+  "model=flux-dev engine=sdnq dtype=int8 offload=balanced"
+  "model=flux-dev engine=sdnq dtype=int8 offload=balanced run.gpu_memory_gib=24"
+  "model=flux-dev engine=sdnq dtype=float8_e4m3fn engine.options.use_quantized_matmul=true compile=regional"
+  "model=sdxl engine=sdnq dtype=int8"
+  "model=sdxl engine=torchao dtype=int8"
+)
+for c in "${cells[@]}"; do
+  read -r -a args <<< "$c"
+  start=$(now)
+  HARNESS_STORE="$OUT/cells.sqlite" TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) $PY -m harness "${args[@]}" "${common[@]}" \
+    > "$OUT/cell.txt" 2>&1
+  rc=$?
+  echo "$c rc=$rc process_wall_s=$($PY -c "print(round($(now) - $start, 2))")" | tee -a "$OUT/cells.txt"
+  tail -3 "$OUT/cell.txt"
+done
+
+echo "== a 5-cell FLUX.1-dev sweep in one process"
+start=$(now)
+HARNESS_STORE="$OUT/sweep.sqlite" $PY -m harness -m model=flux-dev engine=sdnq dtype=int8,int4,uint4,int6,float8_e4m3fn \
+  "${common[@]}" > "$OUT/sweep.txt" 2>&1
+sweep_wall=$($PY -c "print($(now) - $start)")
+tail -8 "$OUT/sweep.txt"
+
+$PY - "$OUT" "$sweep_wall" <<'PY'
+import json, statistics, sys
+from harness.store import ResultStore
+out, wall = sys.argv[1], float(sys.argv[2])
+def rows(store):
+    res = []
+    for r in ResultStore(f"{out}/{store}").records():
+        m = r["metrics"]
+        res.append({"cell": f"{r['model']} {r['engine']}:{r['dtype']} offload={r['offload']} compile={r['compile']}",
+                    "status": r["status"], "overhead_s": m.get("harness_overhead_s"), "parts": m.get("overhead"),
+                    "load_s": m.get("load_s"), "first_call_s": m.get("first_call_s"), "s_per_image": m.get("s_per_image"),
+                    "n_timed_calls": m.get("n_timed_calls"), "steps_per_s": m.get("steps_per_s"), "wall_s": r.get("wall_s")})
+    return res
+cells, sweep = rows("cells.sqlite"), rows("sweep.sqlite")
+work = sum((r["load_s"] or 0) + (r["first_call_s"] or 0) + (r["s_per_image"] or 0) * (r["n_timed_calls"] or 1)
+           for r in sweep if r["status"] == "ok")
+summary = {"cells": cells, "sweep": sweep, "sweep_wall_s": wall, "sweep_work_s": work,
+           "sweep_ratio": wall / work if work else None,
+           "sweep_overhead_median_s": statistics.median([r["overhead_s"] for r in sweep if r["overhead_s"] is not None] or [0])}
+json.dump(summary, open(f"{out}/overhead.json", "w"), indent=1)
+for r in cells + sweep:
+    print(f"{r['cell']:80s} {r['status']:6s} overhead {r['overhead_s']} parts {r['parts']} load {r['load_s']} first {r['first_call_s']}")
+print(f"sweep wall {wall:.1f} s, work {work:.1f} s, ratio {summary['sweep_ratio']}, median overhead {summary['sweep_overhead_median_s']}")
+PY
