@@ -14,7 +14,7 @@ from engines.registry import get_engine_class
 from harness import compilation, env, offload, progress, quality, reference
 from harness.generate import generate
 from harness.load import load_pipeline
-from harness.measure import MemoryProbe, host_peak_rss_gib
+from harness.measure import MemoryProbe, host_peak_rss_gib, sync
 from harness.spec import CellSpec
 
 
@@ -91,8 +91,11 @@ def measure(job: CellJob) -> dict:
         after_load = probe.current()
         host_peak_load = host_peak_rss_gib()
         progress.stage("offload")
+        t_offload = time.perf_counter()
         offload_report = offload.apply(pipe, cell.offload["name"], cell.offload.get("options") or {}, device,
                                        engine=engine)
+        sync(device)
+        offload_s = time.perf_counter() - t_offload
         progress.stage("compile")
         compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile.get("fullgraph", False),
                                            cell.compile.get("dynamic", False))
@@ -114,7 +117,7 @@ def measure(job: CellJob) -> dict:
             quality_block = {"psnr_db": None, "ssim": None, "ms_ssim": None, "lpips": None, "clip_score": None,
                              "unavailable": {"all": "no BF16 reference images for this workload"}}
         else:
-            quality_block = quality.compare(images, ref, texts, cell.metrics)
+            quality_block = quality.compare(images, ref, texts, cell.metrics, device=device)
         overhead["quality_s"] = time.perf_counter() - t_quality
         quality_block["reference"] = job.reference_key
         quality_block["synthetic_weights"] = load_report["synthetic"]
@@ -122,7 +125,8 @@ def measure(job: CellJob) -> dict:
             quality_block["note"] = ("synthetic random weights: quality columns measure numerical deviation "
                                      "from BF16, not image quality")
         metrics = {
-            "load_s": load_report["timings"]["load_s"],
+            "load_s": load_report["timings"]["load_s"] + offload_s,
+            "offload_s": offload_s,
             "read_s": load_report["timings"]["read_s"],
             "quantize_s": load_report["timings"]["quantize_s"],
             "move_s": load_report["timings"]["move_s"],

@@ -10,6 +10,7 @@ spawned instead: slower to start, same semantics. The child sends one small pick
 """
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import signal
@@ -21,13 +22,37 @@ from harness import progress
 from harness import status as st
 
 
-def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
-    """Run ``fn(arg)`` in a forked child; return ``{"status", "error", "payload", "wall_s"}``.
+#: A child that has sent its result but may still be exiting (freeing its GPU context and pinned host
+#: memory): reaped before the next child starts, and at the latest when this process exits.
+_exiting: list = []
+
+
+def reap() -> float:
+    """Wait for every child that is still exiting; return the seconds waited."""
+    start = time.perf_counter()
+    while _exiting:
+        proc = _exiting.pop()
+        proc.join(30)
+        if proc.is_alive():
+            _kill_group(proc.pid)
+            proc.join(10)
+    return time.perf_counter() - start
+
+
+atexit.register(reap)
+
+
+def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=None) -> dict:
+    """Run ``fn(arg)`` in a forked child; return ``{"status", "error", "payload", "wall_s", "timing"}``.
 
     ``payload`` is what ``fn`` returned (status ok) or partial data attached to the exception
     (attribute ``partial``) when it failed. A failure's ``error`` carries ``stage``, the last
     `harness.progress` stage the child entered (None if it entered none); a timeout's or a killed
-    child's message names it, since those leave no traceback."""
+    child's message names it, since those leave no traceback. ``on_stage(name)`` is called for every
+    stage the child enters. ``timing``: ``reap_s`` (waiting for the previous child to finish exiting),
+    ``start_s`` (fork to the first stage) and ``stages_s`` (seconds per stage, the steps of a call
+    summed into the call). A child that has sent its result exits in the background (`reap`)."""
+    reap_s = reap()
     ctx = mp.get_context(start_method())
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, arg, sender), daemon=False)
@@ -36,6 +61,7 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
     sender.close()
     message, stage, stage_since = None, None, start
     first_stage_at = received_at = None
+    stages: dict[str, float] = {}
     deadline = start + timeout_s
     try:
         while message is None and time.perf_counter() < deadline:
@@ -46,8 +72,13 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
                 except EOFError:  # child died without a word
                     break
                 if isinstance(received, tuple):  # ("stage", name) from harness.progress
+                    if stage is not None:
+                        key = stage.split(",")[0]
+                        stages[key] = stages.get(key, 0.0) + time.perf_counter() - stage_since
                     stage, stage_since = received[1], time.perf_counter()
                     first_stage_at = first_stage_at or stage_since
+                    if on_stage is not None:
+                        on_stage(stage)
                 else:
                     message, received_at = received, time.perf_counter()
             elif not alive:
@@ -55,12 +86,18 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
     finally:
         receiver.close()
     now = time.perf_counter()
+    if stage is not None and received_at is not None:
+        key = stage.split(",")[0]
+        stages[key] = stages.get(key, 0.0) + received_at - stage_since
     timed_out = message is None and proc.is_alive() and now >= deadline
-    if timed_out or (message is not None and proc.is_alive()):
-        proc.join(5 if not timed_out else 0)
-    if proc.is_alive():
-        _kill_group(proc.pid)
-        proc.join(10)
+    if message is not None and proc.is_alive():
+        _exiting.append(proc)
+    elif proc.is_alive():
+        if not timed_out:
+            proc.join(5)
+        if proc.is_alive():
+            _kill_group(proc.pid)
+            proc.join(10)
     wall = time.perf_counter() - start
     where = f" during {stage} (for the last {now - stage_since:.0f} s)" if stage else ""
     if timed_out:
@@ -79,19 +116,17 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float) -> dict:
             "ProcessExit", f"cell process exited with code {proc.exitcode} without a result{where}")}
     if outcome["error"] is not None:
         outcome["error"]["stage"] = stage
-    end = time.perf_counter()
-    timing = {"start_s": None if first_stage_at is None else first_stage_at - start,
-              "teardown_s": None if received_at is None else end - received_at}
+    timing = {"reap_s": reap_s, "start_s": None if first_stage_at is None else first_stage_at - start,
+              "stages_s": stages}
     return {**outcome, "wall_s": wall, "timing": timing}
 
 
-def warm_imports(device_type: str) -> None:
-    """Import what every cell needs, once, in the parent (the fork inherits it).
-
-    Only for CPU runs: on a CUDA machine some backends create a CUDA context when imported (torchao via
-    diffusers), which would poison forked children; there the children import for themselves."""
-    if device_type != "cpu":
-        return
+def warm_imports() -> None:
+    """Import what every cell needs, once, in the parent (the fork inherits it), so a cell starts in
+    well under a second instead of importing diffusers, transformers and torchmetrics itself (about 14 s
+    on the lent H200's host). None of these creates a CUDA context (checked on an H200 with torch 2.11,
+    diffusers 0.42.1, torchao 0.17: `scripts/gpu_overhead.sh`); should one ever do so, `start_method`
+    sees the context and spawns the children instead, slower but correct."""
     import diffusers  # noqa: F401
     import torchmetrics.functional.image  # noqa: F401
     import transformers  # noqa: F401

@@ -51,10 +51,11 @@ class Workload:
 @dataclass
 class Metrics:
     load_s: Optional[float] = doc("wall time from nothing to a ready pipeline on the device, quantization "
-                                  "included (= read_s + quantize_s + move_s)")
+                                  "and offload set-up included (= read_s + quantize_s + move_s + offload_s)")
     read_s: Optional[float] = doc("reading the checkpoint (pre-mode quantization included)")
     quantize_s: Optional[float] = doc("post-mode quantization")
     move_s: Optional[float] = doc("moving the pipeline onto the device")
+    offload_s: Optional[float] = doc("installing the offload mode (balanced: planning, pinning host copies)")
     first_call_s: Optional[float] = doc("the first warm-up call, where compile and autotune land")
     steps_per_s: Optional[float] = doc("denoising steps/s: median of synchronized per-step intervals after warm-up")
     step_s: Optional[float] = doc("median seconds per denoising step (the inverse of steps_per_s)")
@@ -74,10 +75,14 @@ class Metrics:
     n_step_samples: Optional[int] = doc("per-step intervals behind steps_per_s")
     harness_overhead_s: Optional[float] = doc("the cell's wall time spent outside loading and generating, up "
                                               "to the record's assembly (the store write is not in it)")
-    overhead: dict = doc("harness_overhead_s in parts, seconds: `start_s` (fork to the child's first stage), "
-                         "`env_s` (environment capture), `images_s` (writing PNGs), `quality_s` (metrics vs "
-                         "BF16), `teardown_s` (result sent to child reaped), `other_s` (the rest: claim, "
-                         "resume check, imports, generation outside the timed calls)", default={})
+    overhead: dict = doc("harness_overhead_s in parts, seconds: `parent_s` (resume check, claim, reference "
+                         "look-up), `reap_s` (the previous cell's process finishing its exit), `start_s` (fork to "
+                         "the cell's first stage), `setup_s` (CUDA context, GPU cap, environment capture: "
+                         "`env_s`), `compare_s` (writing PNGs: `images_s`; metrics vs BF16: `quality_s`), "
+                         "`other_s` (the rest: stage time beyond load_s, first_call_s and the timed calls)",
+                         default={})
+    stages_s: dict = doc("seconds the cell spent in each stage it reported (`set-up`, `load + quantize`, "
+                         "`offload`, `compile`, each call, `compare`), as its parent saw them", default={})
 
 
 @dataclass

@@ -44,7 +44,7 @@ def run(spec: CellSpec, run_dir: str, echo=print) -> Outcome:
         if not spec.run["force"] and store.has(ident.key):
             echo(f"skip (already stored; run.force=true re-runs): {spec.label()}")
             return Outcome(None, skipped="stored")
-        isolate.warm_imports(ident.device_type)
+        isolate.warm_imports()
         ref_key = reference.reference_key(spec, ident.hardware, {k: ident.versions[k] for k in resume.CORE})
         problems: list[str] = []
         t_ref = time.perf_counter()
@@ -52,7 +52,9 @@ def run(spec: CellSpec, run_dir: str, echo=print) -> Outcome:
             _run_reference(ref, ref_key, Path(run_dir) / "reference", store, echo)))
         reference_s = time.perf_counter() - t_ref if computed else 0.0
 
+        parent_s = time.perf_counter() - started - reference_s
         record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference)
+        record.metrics.overhead["parent_s"] = parent_s
         record.metrics.harness_overhead_s = harness_overhead(record, time.perf_counter() - started - reference_s)
         data = record.to_dict()
         saved = persist.save(data, run_dir, store, once=not spec.run["force"])
@@ -109,7 +111,12 @@ def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str,
     outcome = isolate.in_child(measure, CellJob(spec, run_dir, ref_key, save_reference=save_reference),
                                spec.run["timeout_s"])
     record = Record.assemble(spec, ident.key, outcome, run_dir, ident.parent_env())
-    record.metrics.overhead = {**record.metrics.overhead, **(outcome.get("timing") or {})}
+    timing = outcome.get("timing") or {}
+    stages = timing.get("stages_s") or {}
+    record.metrics.overhead = {**record.metrics.overhead, "reap_s": timing.get("reap_s"),
+                               "start_s": timing.get("start_s"), "setup_s": stages.get("set-up"),
+                               "compare_s": stages.get("compare")}
+    record.metrics.stages_s = stages
     return record
 
 
@@ -133,6 +140,6 @@ def harness_overhead(record: Record, total_s: float) -> float | None:
         return None
     work = m.load_s + (m.first_call_s or 0) + m.s_per_image * (m.n_timed_calls or 1)
     total = max(0.0, total_s - work)
-    known = sum(v for k, v in m.overhead.items() if k != "other_s" and v is not None)
+    known = sum(m.overhead.get(k) or 0 for k in ("parent_s", "reap_s", "start_s", "setup_s", "compare_s"))
     m.overhead["other_s"] = max(0.0, total - known)
     return total

@@ -51,6 +51,21 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("harness-cache")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def every_engine_sweep(request, tmp_path_factory, cache_dir):
+    """The every-engine sweep (tests/harness/sweep_every_engine.py: about 100 tiny cells in a subprocess),
+    started as the session starts when test_every_engine.py is selected, so that it runs beside the other
+    tests on the second core; test_every_engine.py collects its records. None when not selected."""
+    if not any(item.path.name == "test_every_engine.py" for item in request.session.items):
+        yield None
+        return
+    from tests.harness.sweep_every_engine import Sweep
+
+    sweep = Sweep(cache_dir, tmp_path_factory.mktemp("every-engine"))
+    yield sweep
+    sweep.stop()  # only when the session ends before its tests ran (-x, Ctrl-C)
+
+
 @pytest.fixture
 def store_path(tmp_path) -> Path:
     return tmp_path / "results.sqlite"

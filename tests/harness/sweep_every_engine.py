@@ -3,8 +3,15 @@
 Used by test_every_engine.py as a subprocess: the parent of the forked cells must not have run torch
 ops itself (a forked child of a process with a live OpenMP pool can deadlock), which the pytest process
 cannot promise. Usage (from the repo root): python -m tests.harness.sweep_every_engine CACHE_DIR STORE RUNS_DIR
+
+`Sweep` is the pytest side: tests/conftest.py starts it when the session starts (when test_every_engine.py
+is selected), so that its minute or two of cells runs beside the other tests, on the second core, and
+test_every_engine.py collects its records.
 """
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
@@ -30,6 +37,64 @@ def main(cache_dir: str, store: str, runs_dir: str) -> None:
                     "run.timeout_s=300"])
                 record = runner.run(validate(cfg), f"{runs_dir}/{model}-{engine}-{dtype}", echo=lambda *_: None).record
                 print(model, engine, dtype, record["status"] if record else "stored", flush=True)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The whole sweep (about 100 tiny cells): 1-2 min on an idle 2-core machine, about 8 min seen on a busy
+#: one while torch still ran two threads per process; 3x the idle time plus a wide margin. It bounds the
+#: sweep from its start, whichever test (or none) waits for it.
+SWEEP_TIMEOUT_S = 1200
+
+
+class Sweep:
+    """This script in a subprocess, writing to ``work``: started once, waited for by `records`."""
+
+    def __init__(self, cache_dir: Path, work: Path):
+        self.store, self.log = work / "results.sqlite", work / "sweep.log"
+        self.deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        # Output to a file, not a pipe: a forked cell left behind cannot keep a wait from returning.
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.harness.sweep_every_engine", str(cache_dir),
+                                          str(self.store), str(work / "runs")], cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def records(self) -> dict:
+        """{(model, engine, dtype): record} once the sweep has ended; fails the caller past the deadline."""
+        import pytest
+
+        from harness.store import ResultStore
+
+        try:
+            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            done = sum(1 for line in self.log.read_text(errors="replace").splitlines() if line.startswith(MODELS))
+            pytest.fail(f"the every-engine sweep exceeded {SWEEP_TIMEOUT_S} s ({done} of {len(MODELS) * len(CELLS)} "
+                        f"cells done); its log: {self.log}", pytrace=False)
+        except BaseException:  # a pytest-timeout backstop or Ctrl-C: leave no sweep running
+            self.stop()
+            raise
+        assert self.proc.returncode == 0, self.log.read_text(errors="replace")[-3000:]
+        return {(r["model"], r["engine"], r["dtype"]): r for r in ResultStore(self.store).records()}
+
+    def stop(self) -> None:
+        """End the sweep and every cell it forked (each cell runs in a process group of its own)."""
+        import psutil
+
+        if self.proc.poll() is not None:
+            return
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        self.proc.wait()
 
 
 if __name__ == "__main__":

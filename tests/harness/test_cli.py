@@ -15,6 +15,7 @@ def _results(root: Path):
     return sorted(root.rglob("result.json"))
 
 
+@pytest.mark.timeout(180)  # ~12 s idle (a BF16 reference and a torchao cell): 3x that busy, with a margin
 def test_default_run_is_a_real_quantized_cell(cli, tmp_path, store_path):
     proc = cli()
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,6 +37,7 @@ def test_default_run_is_a_real_quantized_cell(cli, tmp_path, store_path):
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
 
 
+@pytest.mark.timeout(300)  # ~20 s idle (4 cells, a report, a resume): 3x that busy, with a margin
 def test_sweep_2x2_then_leaderboard_then_resume(cli, tmp_path, store_path):
     proc = cli("+experiment=smoke")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,6 +60,7 @@ def test_sweep_2x2_then_leaderboard_then_resume(cli, tmp_path, store_path):
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
 
 
+@pytest.mark.timeout(300)  # ~20 s idle (two BF16 runs): 3x that busy, with a margin
 def test_same_seed_bf16_runs_are_identical(cli, tmp_path):
     for _ in range(2):
         proc = cli("engine=bf16", "run.force=true", "workload.height=64", "workload.width=64")
@@ -66,6 +69,7 @@ def test_same_seed_bf16_runs_are_identical(cli, tmp_path):
     assert len(images) == 2 and images[0].read_bytes() == images[1].read_bytes()
 
 
+@pytest.mark.timeout(420)  # ~37 s idle, 20 s of it the hang cell's timeout: 3x that busy, with a margin
 def test_sweep_survives_crash_hang_oom_and_error(cli, tmp_path, store_path):
     proc = cli("-m", "engine=fault,bf16", "dtype=raise,segfault,hang,oom,unsupported,bf16", "run.timeout_s=20",
                "run.host_memory_limit_gib=6", "workload.height=64", "workload.width=64", "metrics.save_images=false")

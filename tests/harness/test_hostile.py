@@ -71,6 +71,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, store_pa
     assert time.monotonic() - started < 60  # no retry loop against an unreachable store
 
 
+@pytest.mark.timeout(120)  # ~8 s idle: 3x that busy, with a margin
 def test_a_store_that_is_not_a_database_is_refused(cli, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a database\n")
@@ -122,6 +123,7 @@ def _poisoned_checkpoint(cache_dir: Path, tmp_path: Path, index_entry) -> tuple[
 @pytest.mark.parametrize("entry", [["evilpkg.evil", "Evil"], ["evilpkg", "Evil"], ["diffusers", "__class__"],
                                    ["diffusers", "NoSuchModel"]], ids=["module", "package", "dunder", "missing"])
 @pytest.mark.parametrize("mode", ["post", "pre"])
+@pytest.mark.timeout(180)  # ~6 s idle (a reference and a cell): 3x that busy, with a margin
 def test_a_checkpoint_never_runs_its_own_code(cli, cache_dir, tmp_path, store_path, entry, mode):
     folder, marker = _poisoned_checkpoint(cache_dir, tmp_path, entry)
     proc = cli(f"model.path={folder}", "engine=sdnq", f"engine.mode={mode}", *TINY)
@@ -148,6 +150,7 @@ def test_an_sdnq_checkpoint_builds_only_diffusers_model_classes(tmp_path):
     assert serialize.model_class("diffusers.models.x:FluxTransformer2DModel") is FluxTransformer2DModel
 
 
+@pytest.mark.timeout(300)  # ~22 s idle: 3x that busy, with a margin
 def test_a_cell_that_fails_exits_with_its_status_code(cli, store_path):
     assert cli("engine=fault", "dtype=raise", *TINY).returncode == 4
     assert cli("engine=fault", "dtype=unsupported", *TINY).returncode == 3
@@ -166,6 +169,7 @@ def _start(args, cwd, store, cache, **kw):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~22 s idle: 3x that busy, with a margin
 def test_two_cells_started_together_get_their_own_run_directories(cli, tmp_path, cache_dir, store_path):
     assert cli("engine=bf16", *TINY).returncode == 0  # the checkpoint and reference exist: both start at once
     procs = [_start(["engine=bf16", f"workload.seeds=[{seed}]", *TINY], tmp_path, store_path, cache_dir)
@@ -186,6 +190,7 @@ def test_two_cells_started_together_get_their_own_run_directories(cli, tmp_path,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~22 s idle: 3x that busy, with a margin
 def test_the_same_cell_twice_at_once_is_stored_once(cli, tmp_path, cache_dir, store_path):
     assert cli("engine=bf16", *TINY).returncode == 0
     args = ["engine=torchao", "dtype=int8", *TINY]
@@ -199,6 +204,7 @@ def test_the_same_cell_twice_at_once_is_stored_once(cli, tmp_path, cache_dir, st
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~22 s idle: 3x that busy, with a margin
 def test_the_same_cell_twice_at_once_is_stored_once_in_postgres(cli, tmp_path, cache_dir):
     url = os.environ.get("HARNESS_TEST_POSTGRES_URL")
     if not url:
@@ -236,6 +242,7 @@ def _limit_file_size(limit: int):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # ~25 s idle: 3x that busy, with a margin
 def test_a_store_that_fills_up_mid_sweep_keeps_every_record_somewhere(cli, tmp_path, cache_dir):
     """Files may not grow past 36 KiB (as on a full disk): the store's WAL soon cannot, result.json can."""
     store = tmp_path / "full" / "results.sqlite"

@@ -73,6 +73,7 @@ def _harness(args, tmp_path, env_extra=None, timeout=300):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # ~15 s idle: 3x that busy, with a margin (its subprocess gets 300 s)
 def test_joblib_preset_runs_cells_in_parallel_one_gpu_each(tmp_path, cache_dir, store_path):
     """Two workers, two (pretend) GPUs; every result lands in one store (PostgreSQL when a server is up)."""
     store = str(store_path)
@@ -100,6 +101,7 @@ def test_joblib_preset_runs_cells_in_parallel_one_gpu_each(tmp_path, cache_dir, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(360)  # ~15 s idle: 3x that busy, with a margin (its subprocess gets 300 s)
 def test_submitit_local_executor_runs_the_sweep(tmp_path, cache_dir, store_path):
     proc = _harness(["-m", "hydra/launcher=submitit_local", "model=flux-tiny", "engine=bf16", "run.device=cpu",
                      "hydra.launcher.timeout_min=5", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path,

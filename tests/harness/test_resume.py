@@ -23,6 +23,7 @@ def _count(store_path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # ~25-40 s idle (6 cells, killed, resumed): 3x that busy, with a margin
 def test_kill_9_mid_sweep_then_resume(tmp_path, cache_dir, store_path):
     env = {**os.environ, "HARNESS_STORE": str(store_path), "HARNESS_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
     sweep = subprocess.Popen([sys.executable, "-m", "harness", *SWEEP, f"hydra.sweep.dir={tmp_path / 'first'}"],

@@ -254,6 +254,7 @@ print("RECORD " + json.dumps({k: record[k] for k in ("status", "error", "offload
 """
 
 
+@pytest.mark.timeout(180)  # ~10 s idle (an sdnq cell in a subprocess): 3x that busy, with a margin
 def test_a_cell_records_placement_and_traffic(cache_dir, store_path, tmp_path):
     """The whole cell path (fork, load, offload, generate, record) with the CPU standing in for the GPU:
     offload.check is lifted and the usable memory given in the config. In a fresh process: a cell is

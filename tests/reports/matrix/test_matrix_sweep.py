@@ -36,6 +36,7 @@ def test_matrix_experiments_compose(compose, experiment):
     validate(cfg)
 
 
+@pytest.mark.timeout(360)  # ~15-22 s idle (16 cells): 3x that busy, with a margin (its cli call gets 300 s)
 def test_cpu_matrix_sweep_then_report(cli, tmp_path, store_path):
     """The CI-sized matrix end to end: sweep (isolated cells) -> store -> matrix.md / matrix.csv."""
     proc = cli("+experiment=matrix-cpu", timeout=300)
