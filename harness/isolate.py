@@ -121,17 +121,22 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
     return {**outcome, "wall_s": wall, "timing": timing}
 
 
-def warm_imports() -> None:
-    """Import what every cell needs, once, in the parent (the fork inherits it), so a cell starts in
-    well under a second instead of importing diffusers, transformers and torchmetrics itself (about 14 s
-    on the lent H200's host). None of these creates a CUDA context (checked on an H200 with torch 2.11,
-    diffusers 0.42.1, torchao 0.17: `scripts/gpu_overhead.sh`); should one ever do so, `start_method`
-    sees the context and spawns the children instead, slower but correct."""
+def warm_imports(device_type: str) -> None:
+    """Import what every cell needs, once, in the parent (the fork inherits it), so a cell does not pay
+    for it again (diffusers, transformers and torchmetrics took about 13 s on the lent H200's host).
+
+    None of those three creates a CUDA context (checked on an H200, torch 2.11 / diffusers 0.42.1 /
+    torchao 0.17, `scripts/gpu_overhead.sh`). The pipeline classes do: importing them imports diffusers'
+    torchao quantizer, and torchao asks the CUDA device for its properties at import
+    (`torchao.prototype.mx_formats.kernels`), so on a CUDA machine they stay the cell's to import. Should
+    a context appear anyway, `start_method` sees it and spawns the children instead (slower, correct)."""
     import diffusers  # noqa: F401
     import torchmetrics.functional.image  # noqa: F401
     import transformers  # noqa: F401
-    from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa: F401
-    from transformers import CLIPTextModel, T5EncoderModel  # noqa: F401
+
+    if device_type == "cpu":
+        from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa: F401
+        from transformers import CLIPTextModel, T5EncoderModel  # noqa: F401
 
 
 def start_method() -> str:

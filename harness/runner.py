@@ -44,7 +44,7 @@ def run(spec: CellSpec, run_dir: str, echo=print) -> Outcome:
         if not spec.run["force"] and store.has(ident.key):
             echo(f"skip (already stored; run.force=true re-runs): {spec.label()}")
             return Outcome(None, skipped="stored")
-        isolate.warm_imports()
+        isolate.warm_imports(ident.device_type)
         ref_key = reference.reference_key(spec, ident.hardware, {k: ident.versions[k] for k in resume.CORE})
         problems: list[str] = []
         t_ref = time.perf_counter()

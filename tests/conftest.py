@@ -1,4 +1,5 @@
-"""Shared fixtures: a session cache for synthetic checkpoints, a per-test store, Hydra compose, CLI runner."""
+"""Shared fixtures: a session cache for synthetic checkpoints, the every-engine sweep (started with the
+session), a per-test store, Hydra compose, CLI runner; and the environment every test and subprocess runs in."""
 from __future__ import annotations
 
 import os

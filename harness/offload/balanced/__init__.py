@@ -43,7 +43,7 @@ def apply(pipe, options: dict, device: torch.device, engine=None) -> dict:
                               release_cache=opts["release_cache"], engine=engine)
     manager.install(components)
     pipe._balanced_offload = manager
-    return manager.describe()
+    return manager.report()
 
 
 def stats(pipe) -> dict:

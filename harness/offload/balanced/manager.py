@@ -222,7 +222,7 @@ class BalancedOffload:
         comp.counters["evictions"] += 1
 
     # -- report --
-    def describe(self) -> dict:
+    def report(self) -> dict:
         return {"mode": "balanced", "high_watermark": self.high, "low_watermark": self.low, "max_fill": self.max_fill,
                 "release_cache": self.release_cache,
                 "usable_gib": self.usable / GIB, "pin_memory": self.pin_memory,

@@ -182,7 +182,7 @@ def test_release_cache_runs_before_layers_are_placed_only(monkeypatch):
     assert calls == [0]  # everything resident: nothing to place, no release
     plain = BalancedOffload("cpu", usable=4 * total, release_cache=False).install({"m": Toy(blocks=2)})
     plain.components["m"].module(x)
-    assert calls == [0] and plain.describe()["release_cache"] is False
+    assert calls == [0] and plain.report()["release_cache"] is False
 
 
 def test_remove_restores_plain_modules():

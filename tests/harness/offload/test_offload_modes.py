@@ -103,7 +103,7 @@ def test_the_engine_reaches_balanced_offload(monkeypatch):
         def install(self, components):
             got["components"] = set(components)
 
-        def describe(self):
+        def report(self):
             return {"mode": "balanced"}
 
     monkeypatch.setattr(balanced, "BalancedOffload", Manager)
