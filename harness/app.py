@@ -14,8 +14,30 @@ from harness.schema import register
 
 register()
 
-#: What each job of this process did (in-process launchers): `harness.runner.Outcome`, or a skip line.
+#: What each job of this process did (in-process launchers): `harness.runner.Outcome`.
 OUTCOMES: list = []
+#: The live progress of this process's cells (set up at the first job).
+PROGRESS = None
+
+
+def _progress():
+    global PROGRESS
+    if PROGRESS is None:
+        import os
+
+        from harness.console import Progress
+
+        total = os.environ.get("HARNESS_SWEEP_CELLS")
+        PROGRESS = Progress(total=int(total) if total and total.isdigit() else None)
+    return PROGRESS
+
+
+def _echo(progress, line: str) -> None:
+    """A message while a cell runs: printed above the live line."""
+    if progress._live is not None:
+        progress._live.console.print(line, highlight=False, markup=False)
+    else:
+        print(line, flush=True)
 
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
@@ -35,10 +57,14 @@ def task(cfg: DictConfig):
     except ConfigError as exc:
         console.reject(str(exc))
     run_dir = HydraConfig.get().runtime.output_dir
+    progress = _progress()
+    progress.start(spec.label())
     try:
-        outcome = runner.run(spec, run_dir)
+        outcome = runner.run(spec, run_dir, echo=lambda line: _echo(progress, line), on_stage=progress.stage)
     except Exception as exc:  # noqa: BLE001 - a harness failure: one line, the details in a log
+        progress.end()
         console.harness_failure(exc, run_dir)
+    progress.end()
     OUTCOMES.append(outcome)
     for problem in outcome.problems:
         print(f"warning: {problem}", file=sys.stderr)

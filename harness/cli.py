@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 def _hydra(args: list[str], plan=None) -> int:
     from harness import app
 
+    if plan is not None:
+        os.environ["HARNESS_SWEEP_CELLS"] = str(len(plan.specs))
     sys.argv = [sys.argv[0], *args]
     try:
         app.task()
@@ -107,6 +109,10 @@ def _hydra(args: list[str], plan=None) -> int:
             return exc.code if isinstance(exc.code, int) else HARNESS_FAILED
     if plan is None:
         return 0
+    if plan.multirun and app.OUTCOMES:
+        from harness.console import sweep_summary
+
+        print(sweep_summary(app.OUTCOMES, len(plan.skipped)))
     return exit_code(plan, app.OUTCOMES)
 
 

@@ -76,3 +76,83 @@ def summary_table(record: dict) -> str:
     rows.append(("result", str(Path(record["run_dir"]) / "result.json")))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class Progress:
+    """Where the cells of this process are, while they run: sweep position ``cell i/N``, the cell, its stage,
+    the denoising step and the elapsed time. On a terminal one live line (rich) redrawn in place; otherwise
+    (a pipe, a log file, CI) one plain line per stage, steps left out. Written to stderr, so stdout keeps
+    only results."""
+
+    def __init__(self, total: int | None = None, stream=None, live: bool | None = None):
+        import os
+
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.index = 0
+        interactive = self.stream.isatty() and not os.environ.get("CI")
+        self.live_mode = interactive if live is None else live
+        self._live = None
+        self._cell = ""
+        self._stage = ""
+        self._started = self._stage_since = time.perf_counter()
+
+    def _position(self) -> str:
+        return f"cell {self.index}/{self.total}" if self.total else f"cell {self.index}"
+
+    def start(self, label: str) -> None:
+        self.index += 1
+        self._cell, self._stage = label, "starting"
+        self._started = self._stage_since = time.perf_counter()
+        if self.live_mode:
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                self.live_mode = False
+            else:
+                self._live = Live(self, console=Console(file=self.stream), refresh_per_second=4, transient=True)
+                self._live.start()
+                return
+        print(f"[{self._position()}] {label}", file=self.stream, flush=True)
+
+    def stage(self, name: str) -> None:
+        step = ", step " in name
+        if not step:
+            self._stage_since = time.perf_counter()
+        self._stage = name
+        if self._live is None and not step:
+            print(f"[{self._position()}]   {name} (at {time.perf_counter() - self._started:.1f} s)",
+                  file=self.stream, flush=True)
+
+    def end(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def __rich__(self):
+        from rich.text import Text
+
+        elapsed = time.perf_counter() - self._started
+        return Text.assemble((f"[{self._position()}] ", "bold"), (self._cell, "cyan"), "  ",
+                             (self._stage, "yellow"), f"  {elapsed:.0f} s")
+
+
+def sweep_summary(outcomes: list, skipped: int) -> str:
+    """The end of a sweep: counts per status and every cell that did not end ok, with its stage."""
+    from collections import Counter
+
+    records = [o.record for o in outcomes if o.record is not None]
+    counts = Counter(r["status"] for r in records)
+    stored_before = sum(1 for o in outcomes if o.skipped)
+    head = ", ".join(f"{counts[s]} {s}" for s in ("ok", "unsupported", "error", "oom", "timeout", "crashed")
+                     if counts[s])
+    lines = [f"sweep: {len(records)} cells run ({head or 'none'}); {stored_before} already stored; "
+             f"{skipped} combinations outside an engine's dtypes skipped"]
+    for r in records:
+        if r["status"] != "ok":
+            err = r.get("error") or {}
+            lines.append(f"  [{r['status']}] {r['model']} {r['engine']}:{r['dtype']} offload={r['offload']} "
+                         f"compile={r['compile']} - stage: {err.get('stage')} - {err.get('type')}: "
+                         f"{err.get('message')}")
+    return "\n".join(lines)

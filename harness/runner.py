@@ -33,10 +33,10 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
 
-def run(spec: CellSpec, run_dir: str, echo=print) -> Outcome:
+def run(spec: CellSpec, run_dir: str, echo=print, on_stage=None) -> Outcome:
     """Run ``spec`` (after its BF16 reference, when that is not cached) unless the store already holds it
     and ``run.force`` is off. A second process running the same cell at once waits for the first, then
-    skips it."""
+    skips it. ``on_stage(name)`` hears every stage the cell (and its reference cell) enters."""
     started = time.perf_counter()
     ident = resume.identify(spec)
     store = open_store(spec.run["store"], echo)
@@ -49,11 +49,11 @@ def run(spec: CellSpec, run_dir: str, echo=print) -> Outcome:
         problems: list[str] = []
         t_ref = time.perf_counter()
         computed = reference.ensure(spec, ref_key, lambda ref: problems.extend(
-            _run_reference(ref, ref_key, Path(run_dir) / "reference", store, echo)))
+            _run_reference(ref, ref_key, Path(run_dir) / "reference", store, echo, on_stage)))
         reference_s = time.perf_counter() - t_ref if computed else 0.0
 
         parent_s = time.perf_counter() - started - reference_s
-        record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference)
+        record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference, on_stage=on_stage)
         record.metrics.overhead["parent_s"] = parent_s
         record.metrics.harness_overhead_s = harness_overhead(record, time.perf_counter() - started - reference_s)
         data = record.to_dict()
@@ -105,11 +105,12 @@ def already_stored(spec: CellSpec) -> bool:
     return ResultStore(location).has(resume.identify(spec).key)
 
 
-def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str, save_reference: bool) -> Record:
+def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str, save_reference: bool,
+             on_stage=None) -> Record:
     from harness.cell import CellJob, measure
 
     outcome = isolate.in_child(measure, CellJob(spec, run_dir, ref_key, save_reference=save_reference),
-                               spec.run["timeout_s"])
+                               spec.run["timeout_s"], on_stage=on_stage)
     record = Record.assemble(spec, ident.key, outcome, run_dir, ident.parent_env())
     timing = outcome.get("timing") or {}
     stages = timing.get("stages_s") or {}
@@ -120,11 +121,12 @@ def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str,
     return record
 
 
-def _run_reference(ref: CellSpec, ref_key: str, ref_dir: Path, store, echo) -> list[str]:
+def _run_reference(ref: CellSpec, ref_key: str, ref_dir: Path, store, echo, on_stage=None) -> list[str]:
     """Compute the BF16 reference images in their own isolated cell, stored as the bf16 cell it is."""
     echo(f"computing BF16 reference images: {ref.label()}")
     ident = resume.identify(ref)
-    record = _measure(ref, ident, ref_key, str(ref_dir), save_reference=True)
+    record = _measure(ref, ident, ref_key, str(ref_dir), save_reference=True,
+                      on_stage=None if on_stage is None else (lambda name: on_stage(f"BF16 reference: {name}")))
     saved = persist.save(record.to_dict(), str(ref_dir), store, once=False)
     if record.status != "ok":
         echo(f"reference run ended with status {record.status}: {record.error.message if record.error else ''}")
