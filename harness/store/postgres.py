@@ -33,9 +33,10 @@ PG_SCHEMA_LOCK = 0x68617273  # "hars"
 PG_RETRIES = 5
 
 
-def _lock_id(cell_key: str) -> int:
-    """A signed 64-bit advisory-lock id for a cell key."""
-    return int.from_bytes(hashlib.sha256(cell_key.encode()).digest()[:8], "big", signed=True)
+def _lock_id(purpose: str, cell_key: str) -> int:
+    """A signed 64-bit advisory-lock id for a cell key: one per purpose (the claim a run holds on its own
+    connection, the short lock of an `append_once`), so the two never wait for each other."""
+    return int.from_bytes(hashlib.sha256(f"{purpose}:{cell_key}".encode()).digest()[:8], "big", signed=True)
 
 
 class PostgresResultStore(ResultStore):
@@ -78,33 +79,39 @@ class PostgresResultStore(ResultStore):
         record_id = uuid.uuid4().hex
         blob = json.loads(json.dumps(record, sort_keys=True, default=str))
         values = (record_id, *row(record), Jsonb(blob))
+        insert = ("INSERT INTO results (record_id, cell_key, created, status, model, engine, dtype, offload,"
+                  " compile, device, record) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                  " ON CONFLICT (record_id) DO NOTHING")
         for attempt in range(PG_RETRIES):
             try:
-                with closing(self._connect()) as db, db.transaction():
-                    found = db.execute("SELECT id FROM results WHERE record_id = %s", (record_id,)).fetchone()
-                    if found:
-                        return int(found[0])
+                with closing(self._connect()) as db:
                     if once:
-                        db.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(record["cell_key"]),))
-                        if db.execute("SELECT 1 FROM results WHERE cell_key = %s LIMIT 1",
-                                      (record["cell_key"],)).fetchone():
-                            return None
-                    db.execute("INSERT INTO results (record_id, cell_key, created, status, model, engine, dtype,"
-                               " offload, compile, device, record) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                               " ON CONFLICT (record_id) DO NOTHING", values)
+                        with db.transaction():
+                            if db.execute("SELECT id FROM results WHERE record_id = %s", (record_id,)).fetchone():
+                                break
+                            db.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id("append", record["cell_key"]),))
+                            if db.execute("SELECT 1 FROM results WHERE cell_key = %s LIMIT 1",
+                                          (record["cell_key"],)).fetchone():
+                                return None
+                            db.execute(insert, values)
+                    else:
+                        db.execute(insert, values)
                     return int(db.execute("SELECT id FROM results WHERE record_id = %s",
                                           (record_id,)).fetchone()[0])
             except psycopg.OperationalError:
                 if attempt == PG_RETRIES - 1:
                     raise
                 time.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        else:
+            raise AssertionError("unreachable")
+        with closing(self._connect()) as db:  # committed by an attempt whose acknowledgement was lost
+            return int(db.execute("SELECT id FROM results WHERE record_id = %s", (record_id,)).fetchone()[0])
 
     @contextmanager
     def claim(self, cell_key: str, on_wait=None):
         """Hold the cell key exclusively (a session advisory lock); ``on_wait()`` is called once if another
         process holds it first."""
-        lock = _lock_id(cell_key)
+        lock = _lock_id("claim", cell_key)
         db = self._connect()
         try:
             if not db.execute("SELECT pg_try_advisory_lock(%s)", (lock,)).fetchone()[0]:

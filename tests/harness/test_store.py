@@ -116,7 +116,7 @@ def test_postgres_retry_after_lost_acknowledgement_does_not_duplicate(monkeypatc
             self.db.close()
 
     monkeypatch.setattr(store, "_connect", lambda: LosesAck(real_connect()))
-    monkeypatch.setattr("harness.store.time.sleep", lambda s: None)
+    monkeypatch.setattr("harness.store.postgres.time.sleep", lambda s: None)
     row_id = store.append(_record("k1"))
     assert failures["left"] == 0 and store.count() == 1
     assert [r["cell_key"] for r in store.records()] == ["k1"] and row_id >= 1

@@ -1,6 +1,5 @@
 """The matrix end to end: the experiments compose, a CPU matrix sweep on tiny FLUX through the harness CLI
-renders through ``python -m reports matrix``, and ``python -m reports.matrix`` still answers for the
-scripts that call it."""
+renders through ``python -m reports matrix``."""
 import csv
 import os
 import subprocess
@@ -16,8 +15,7 @@ def _python(*args, env=None, cwd=None, timeout=120):
                           timeout=timeout)
 
 
-@pytest.mark.parametrize("command", [["-m", "reports", "matrix"], ["-m", "reports.matrix"]],
-                         ids=["reports-matrix", "reports.matrix"])
+@pytest.mark.parametrize("command", [["-m", "reports", "matrix"]], ids=["reports-matrix"])
 def test_cli_renders_from_a_store(tmp_path, command):
     location = store(tmp_path / "s.sqlite", MATRIX)
     proc = _python(*command, "--store", location, "--out", str(tmp_path / "out"))
