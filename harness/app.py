@@ -42,7 +42,7 @@ def _echo(progress, line: str) -> None:
 
 @hydra.main(config_path=conf_dir(), config_name="config", version_base="1.3")
 def task(cfg: DictConfig):
-    from harness import console, runner
+    from harness import console, isolate, runner
     from harness.errors import ConfigError, UnsupportedDtype
     from harness.validate import validate
 
@@ -63,7 +63,11 @@ def task(cfg: DictConfig):
         outcome = runner.run(spec, run_dir, echo=lambda line: _echo(progress, line), on_stage=progress.stage)
     except Exception as exc:  # noqa: BLE001 - a harness failure: one line, the details in a log
         progress.end()
-        console.harness_failure(exc, run_dir)
+        line = console.harness_failure(exc, run_dir, exit=not multirun)
+        OUTCOMES.append(runner.Outcome(None, problems=[line]))
+        return None
+    finally:
+        isolate.reap()  # the cell's process has exited before the next job (or another worker) starts
     progress.end()
     OUTCOMES.append(outcome)
     for problem in outcome.problems:

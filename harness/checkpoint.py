@@ -70,12 +70,14 @@ def check(folder: Path) -> dict:
         raise CheckpointError(f"{folder} is not a diffusers pipeline folder: no model_index.json")
     try:
         index = json.loads(index_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise CheckpointError(f"{index_path} is corrupt: {exc}") from None
+    if not isinstance(index, dict):
+        raise CheckpointError(f"{index_path} is corrupt: not a JSON object")
     for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+        if name.startswith("_") or not isinstance(entry, list) or entry[:1] == [None]:
             continue
-        if len(entry) != 2:
+        if len(entry) != 2 or not all(isinstance(e, str) for e in entry):
             raise CheckpointError(f"{index_path}: component '{name}' is not a [library, class] pair")
         check_component(*entry)
         if not isinstance(name, str) or not name.isidentifier():
@@ -103,6 +105,9 @@ def check_safetensors(path: Path) -> None:
             header = json.loads(fh.read(header_len))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CheckpointError(f"{path} is corrupt: its safetensors header is not valid JSON") from None
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (AttributeError, KeyError, TypeError, IndexError):
+        raise CheckpointError(f"{path} is corrupt: its safetensors header is not a table of tensors") from None
     if 8 + header_len + end > size:
         raise CheckpointError(f"{path} is truncated: tensors need {8 + header_len + end} bytes, file has {size}")

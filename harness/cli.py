@@ -17,8 +17,11 @@ SUBCOMMANDS = {"list": "engines, dtypes, options, models, modes and experiments"
 STATUS_EXIT = {"ok": 0, "unsupported": 3, "error": 4, "oom": 5, "timeout": 6, "crashed": 7}
 REJECTED = 2
 HARNESS_FAILED = 1
+#: Hydra's flags that only inspect (print a config, help, completion): they run no cell.
 HYDRA_FLAGS = ("--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc",
-               "--hydra-help", "--version", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+               "--hydra-help", "--version")
+#: Hydra's flags that swap the config tree: refused, since every cell is checked against the shipped one.
+CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 
 
 def usage() -> str:
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     code = _subcommand(args)
     if code is not None:
         return code
+    if any(a.split("=", 1)[0] in CONFIG_FLAGS for a in args):
+        print("error: --config-path / --config-name / --config-dir are not supported: the harness checks every "
+              "cell against its own configs; add a config with +experiment=NAME or override keys", file=sys.stderr)
+        return REJECTED
     if any(a.split("=", 1)[0] in HYDRA_FLAGS for a in args):
         return _hydra(args)  # Hydra's own inspection flags run nothing
     from harness import compose
@@ -90,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if not plan.multirun:
         from harness import runner
 
-        if runner.already_stored(plan.specs[0]):
-            print(f"skip (already stored; run.force=true re-runs): {plan.specs[0].label()}")
-            return 0
+        stored = runner.already_stored(plan.specs[0])
+        if stored is not None:
+            print(f"skip (already stored with status {stored['status']}; run.force=true re-runs): "
+                  f"{plan.specs[0].label()}")
+            return STATUS_EXIT.get(stored["status"], HARNESS_FAILED)
     return _hydra(args, plan)
 
 

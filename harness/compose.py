@@ -7,6 +7,7 @@ line; combinations outside an engine's dtype vocabulary are a sweep's skips, not
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError, UnsupportedDtype
@@ -62,6 +63,8 @@ def plan(args: list[str]) -> Plan:
         cfg = _compose(_first_of_sweeps(overrides), with_hydra=True)
         multirun = any(a in MULTIRUN_FLAGS for a in args) or cfg.hydra.mode == RunMode.MULTIRUN
         if not multirun:
+            if _first_of_sweeps(overrides) != overrides:
+                raise ConfigError("these overrides sweep (a,b / choice(...)): add -m to run every combination")
             return Plan(False, [_validate(cfg)])
         out = Plan(True)
         for job in _sweep_jobs(cfg, overrides):
@@ -78,12 +81,11 @@ def plan(args: list[str]) -> Plan:
 
 def _sweep_jobs(cfg, overrides: list[str]) -> list[list[str]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.get("params") or {}).items()]
     task = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     try:
-        parsed = OverridesParser.create().parse_overrides(params + task)
+        parsed = _parser().parse_overrides(params + task)
         return BasicSweeper.split_arguments(parsed, None)[0]
     except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors are bad input
         raise ConfigError(f"cannot expand the sweep: {_first_line(exc)}") from None
@@ -92,20 +94,27 @@ def _sweep_jobs(cfg, overrides: list[str]) -> list[list[str]]:
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
     """The overrides with every sweep (``a,b``, ``choice(...)``) replaced by its first value: enough to
     compose the config and learn whether (and what) it sweeps."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = _parser().parse_overrides(overrides)
+        out = []
+        for text, override in zip(overrides, parsed):
+            if override.is_sweep_override() and override.is_discrete_sweep():
+                first = next(iter(override.sweep_string_iterator()), None)
+                out.append(f"{override.get_key_element()}={first}")
+            else:
+                out.append(text)
     except Exception as exc:  # noqa: BLE001 - Hydra's grammar errors are bad input
         raise ConfigError(f"cannot parse the overrides: {_first_line(exc)}") from None
-    out = []
-    for text, override in zip(overrides, parsed):
-        if override.is_sweep_override() and override.is_discrete_sweep():
-            first = next(iter(override.sweep_string_iterator()), None)
-            out.append(f"{override.get_key_element()}={first}")
-        else:
-            out.append(text)
     return out
+
+
+def _parser():
+    """Hydra's override parser, with the config loader that ``glob(...)`` sweeps need."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = GlobalHydra.instance()
+    return OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
 
 
 def _cheap_skip(job: list[str]) -> str | None:
@@ -115,8 +124,8 @@ def _cheap_skip(job: list[str]) -> str | None:
 
     values = dict(o.lstrip("+").split("=", 1) for o in job if "=" in o)
     engine, dtype = values.get("engine"), values.get("dtype")
-    if engine not in ENGINES or dtype in (None, "null", ""):
-        return None
+    if engine not in ENGINES or dtype in (None, "null", "") or not re.fullmatch(r"[A-Za-z0-9_.-]+", dtype):
+        return None  # quoted or interpolated: only composition knows the value
     cls = get_engine_class(engine)
     if dtype in cls.dtypes:
         return None

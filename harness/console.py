@@ -14,8 +14,9 @@ def reject(message: str) -> None:
     sys.exit(2)
 
 
-def harness_failure(exc: BaseException, folder: str | None = None) -> None:
-    """The harness itself failed: the traceback goes to a log file, the user gets one line and its path."""
+def harness_failure(exc: BaseException, folder: str | None = None, exit: bool = True) -> str:
+    """The harness itself failed: the traceback goes to a log file, the user gets one line and its path;
+    the process exits with code 1 unless ``exit`` is off (a sweep goes on), and the line is returned."""
     base = Path(folder) if folder and Path(folder).is_dir() else Path(tempfile.gettempdir())
     log = base / f"harness-error-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
@@ -24,8 +25,11 @@ def harness_failure(exc: BaseException, folder: str | None = None) -> None:
     except OSError:
         where = ""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"error: the harness failed: {type(exc).__name__}: {first}{where}", file=sys.stderr)
-    sys.exit(1)
+    line = f"the harness failed: {type(exc).__name__}: {first}{where}"
+    print(f"error: {line}", file=sys.stderr)
+    if exit:
+        sys.exit(1)
+    return line
 
 
 def _fmt(v, spec=".3g"):

@@ -95,14 +95,18 @@ def open_store(location: str, echo):
         return UnavailableStore(location, reason)
 
 
-def already_stored(spec: CellSpec) -> bool:
-    """Whether the store holds ``spec``'s record (and ``run.force`` is off); opens no store that does not exist."""
+def already_stored(spec: CellSpec) -> dict | None:
+    """``spec``'s stored record when the store holds one and ``run.force`` is off; opens no store that does not
+    exist, and a store that cannot be read counts as holding none (the run then says why)."""
     from harness.store import is_postgres_url
 
     location = spec.run["store"]
     if spec.run["force"] or not (is_postgres_url(location) or Path(location).is_file()):
-        return False
-    return ResultStore(location).has(resume.identify(spec).key)
+        return None
+    try:
+        return ResultStore(location).latest(resume.identify(spec).key)
+    except Exception:  # noqa: BLE001 - the run reports the store's problem itself
+        return None
 
 
 def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str, save_reference: bool,
@@ -127,7 +131,7 @@ def _run_reference(ref: CellSpec, ref_key: str, ref_dir: Path, store, echo, on_s
     ident = resume.identify(ref)
     record = _measure(ref, ident, ref_key, str(ref_dir), save_reference=True,
                       on_stage=None if on_stage is None else (lambda name: on_stage(f"BF16 reference: {name}")))
-    saved = persist.save(record.to_dict(), str(ref_dir), store, once=False)
+    saved = persist.save(record.to_dict(), str(ref_dir), store, once=not ref.run["force"])
     if record.status != "ok":
         echo(f"reference run ended with status {record.status}: {record.error.message if record.error else ''}")
     return list(saved.problems)

@@ -80,6 +80,10 @@ def validate(cfg: DictConfig, check_environment: bool = True) -> CellSpec:
         check_store(run["store"])
         check_writable_dir("run.cache_dir", run["cache_dir"])
 
+    if isinstance(run.get("store"), str):
+        from harness.store import redact
+
+        data["run"] = {**run, "store": redact(run["store"])}  # the record keeps no password
     return CellSpec(config=data, engine=engine_cls.name, dtype=dtype, mode=eng["mode"], components=components,
                     engine_options=eng["options"], model=model, offload=data["offload"], compile=data["compile"],
                     workload=work, metrics=data["metrics"], run=run, checkpoint_path=checkpoint_path)
@@ -262,7 +266,7 @@ def _check_sqlite(path: Path) -> None:
         if head and head != b"SQLite format 3\x00":
             raise sqlite3.DatabaseError("file is not a database")
         if head:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
             try:
                 db.execute("SELECT name FROM sqlite_master LIMIT 1").fetchall()
             finally:

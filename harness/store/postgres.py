@@ -121,9 +121,21 @@ class PostgresResultStore(ResultStore):
             try:
                 yield
             finally:
-                db.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+                try:
+                    db.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+                except Exception:  # noqa: BLE001 - a lost connection has released the lock already
+                    pass
         finally:
             db.close()
+
+    def latest(self, cell_key: str) -> dict | None:
+        """The newest record of ``cell_key``, or None."""
+        with closing(self._connect()) as db:
+            found = db.execute("SELECT record FROM results WHERE cell_key = %s ORDER BY id DESC LIMIT 1",
+                               (cell_key,)).fetchone()
+        if not found:
+            return None
+        return found[0] if isinstance(found[0], dict) else json.loads(found[0])
 
     def has(self, cell_key: str) -> bool:
         with closing(self._connect()) as db:

@@ -125,6 +125,13 @@ class ResultStore:
         with closing(self._connect()) as db:
             return db.execute("SELECT 1 FROM results WHERE cell_key = ? LIMIT 1", (cell_key,)).fetchone() is not None
 
+    def latest(self, cell_key: str) -> dict | None:
+        """The newest record of ``cell_key``, or None."""
+        with closing(self._connect()) as db:
+            found = db.execute("SELECT record FROM results WHERE cell_key = ? ORDER BY id DESC LIMIT 1",
+                               (cell_key,)).fetchone()
+        return json.loads(found[0]) if found else None
+
     def records(self, latest_only: bool = True) -> Iterator[dict]:
         """Stored records, oldest first; with ``latest_only`` one (the newest) per cell_key."""
         query = "SELECT record FROM results"

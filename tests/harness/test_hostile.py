@@ -62,6 +62,8 @@ def assert_rejected(proc, *needles):
     pytest.param(["model.path=/no/such/folder"], ["does not exist"], id="missing-checkpoint"),
     pytest.param(["run.store=postgresql://nobody@127.0.0.1:9/none"], ["cannot reach PostgreSQL"],
                  id="unreachable-postgres"),
+    pytest.param(["-cd", "/tmp"], ["--config-dir are not supported"], id="foreign-config-dir"),
+    pytest.param(["engine=bf16,torchao"], ["add -m"], id="sweep-without-m"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, store_path, args, needles):
     started = time.monotonic()
@@ -81,6 +83,17 @@ def test_a_store_that_is_not_a_database_is_refused(cli, tmp_path):
     blocker.write_text("x")
     assert_rejected(cli(f"run.store={blocker / 'sub' / 'r.sqlite'}"), "is not a folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "notes.txt"]
+
+
+@pytest.mark.parametrize("index, needle", [('{"transformer": []}', "is not a [library, class] pair"),
+                                          ("[1, 2]", "not a JSON object"), ("{", "is corrupt")],
+                         ids=["empty-entry", "not-an-object", "not-json"])
+def test_a_malformed_model_index_is_one_line(cli, tmp_path, store_path, index, needle):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(index)
+    assert_rejected(cli(f"model.path={folder}"), needle)
+    assert not store_path.exists() and not (tmp_path / "outputs").exists()
 
 
 def test_unknown_subcommand_gets_did_you_mean(cli, tmp_path, store_path):
@@ -154,6 +167,8 @@ def test_an_sdnq_checkpoint_builds_only_diffusers_model_classes(tmp_path):
 def test_a_cell_that_fails_exits_with_its_status_code(cli, store_path):
     assert cli("engine=fault", "dtype=raise", *TINY).returncode == 4
     assert cli("engine=fault", "dtype=unsupported", *TINY).returncode == 3
+    again = cli("engine=fault", "dtype=raise", *TINY)  # already stored: the stored status's code again
+    assert again.returncode == 4 and "already stored with status error" in again.stdout
     with sqlite3.connect(store_path) as db:
         assert sorted(s for (s,) in db.execute("SELECT status FROM results WHERE engine='fault'")) == \
             ["error", "unsupported"]
