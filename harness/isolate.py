@@ -1,12 +1,13 @@
 """Run one cell in a forked child process.
 
-The parent has imported torch/diffusers once (never touching CUDA or running torch ops), so each
-child starts warm: a sweep does not pay the ~8 s interpreter start per cell. A crash (signal), an
-out-of-memory, a hang past the timeout or any exception in the child becomes that cell's status; the
-parent survives and the sweep goes on.
+The parent has imported what cells need once (`harness.prefork`, never touching CUDA or running torch
+ops), so each child starts warm: a sweep does not pay the interpreter start and imports per cell. A
+crash (signal), an out-of-memory, a hang past the timeout or any exception in the child becomes that
+cell's status; the parent survives and the sweep goes on.
 
 If this process already holds a CUDA context (a forked child could not use CUDA then), the child is
-spawned instead: slower to start, same semantics. The child sends one small picklable dict back through a pipe; bulky outputs (images) go to files.
+spawned instead: slower to start, same semantics. The child sends one small picklable dict back through
+a pipe; bulky outputs (images) go to files.
 """
 from __future__ import annotations
 
@@ -119,24 +120,6 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
     timing = {"reap_s": reap_s, "start_s": None if first_stage_at is None else first_stage_at - start,
               "stages_s": stages}
     return {**outcome, "wall_s": wall, "timing": timing}
-
-
-def warm_imports(device_type: str) -> None:
-    """Import what every cell needs, once, in the parent (the fork inherits it), so a cell does not pay
-    for it again (diffusers, transformers and torchmetrics took about 13 s on the lent H200's host).
-
-    None of those three creates a CUDA context (checked on an H200, torch 2.11 / diffusers 0.42.1 /
-    torchao 0.17, `scripts/gpu_overhead.sh`). The pipeline classes do: importing them imports diffusers'
-    torchao quantizer, and torchao asks the CUDA device for its properties at import
-    (`torchao.prototype.mx_formats.kernels`), so on a CUDA machine they stay the cell's to import. Should
-    a context appear anyway, `start_method` sees it and spawns the children instead (slower, correct)."""
-    import diffusers  # noqa: F401
-    import torchmetrics.functional.image  # noqa: F401
-    import transformers  # noqa: F401
-
-    if device_type == "cpu":
-        from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa: F401
-        from transformers import CLIPTextModel, T5EncoderModel  # noqa: F401
 
 
 def start_method() -> str:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import isolate, persist, reference, resume
+from harness import isolate, persist, prefork, reference, resume
 from harness.errors import StoreError
 from harness.record import Record
 from harness.spec import CellSpec
@@ -44,7 +44,10 @@ def run(spec: CellSpec, run_dir: str, echo=print, on_stage=None) -> Outcome:
         if not spec.run["force"] and store.has(ident.key):
             echo(f"skip (already stored; run.force=true re-runs): {spec.label()}")
             return Outcome(None, skipped="stored")
-        isolate.warm_imports(ident.device_type)
+        warmed = prefork.warm(spec, ident.device_type)
+        if warmed["cuda_initialised"]:
+            echo("warning: an import created a CUDA context in the parent process; cells are spawned, not "
+                 "forked, and import everything again")
         ref_key = reference.reference_key(spec, ident.hardware, {k: ident.versions[k] for k in resume.CORE})
         problems: list[str] = []
         t_ref = time.perf_counter()

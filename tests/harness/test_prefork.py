@@ -1,0 +1,71 @@
+"""The parent's warm imports: what a cell needs, without a CUDA context, device queries from NVML."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from harness import prefork
+
+
+def test_warm_imports_the_cells_engine_and_pipeline_class_without_a_cuda_context():
+    code = (
+        "import sys, types\n"
+        "from harness import prefork\n"
+        "spec = types.SimpleNamespace(engine='sdnq', model={'family': 'flux'})\n"
+        "out = prefork.warm(spec, 'cuda')\n"
+        "import torch\n"
+        "print(out['failed'], out['cuda_initialised'], torch.cuda.is_initialized(),"
+        " 'diffusers.pipelines.flux.pipeline_flux' in sys.modules, 'engines.sdnq.engine' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["{}", "False", "False", "True", "True"], out.stderr[-3000:]
+
+
+def test_a_failing_import_is_reported_not_raised(monkeypatch):
+    spec = types.SimpleNamespace(engine="no-such-engine", model={"family": "no-such-family"})
+    out = prefork.warm(spec, "cpu")
+    assert set(out["failed"]) == {"no-such-engine", "pipeline:no-such-family"}
+    assert out["cuda_initialised"] is False
+
+
+class _FakeNvml(types.ModuleType):
+    """pynvml for a host of two GPUs: index 0 is sm 9.0, index 1 (UUID GPU-b) sm 8.0."""
+
+    def __init__(self):
+        super().__init__("pynvml")
+        self.handles = {0: ("H200", (9, 0)), 1: ("A100", (8, 0))}
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.handles[i]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return self.handles[{"GPU-a": 0, "GPU-b": 1}[uuid]]
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle):
+        return handle[1]
+
+    def nvmlDeviceGetName(self, handle):
+        return handle[0].encode()
+
+
+@pytest.mark.parametrize("visible, expected", [(None, ((9, 0), "H200")), ("1", ((8, 0), "A100")),
+                                               ("GPU-b,GPU-a", ((8, 0), "A100"))])
+def test_device_queries_answer_from_nvml_inside_the_block_only(monkeypatch, visible, expected):
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    real = torch.cuda.get_device_capability, torch.cuda.get_device_name
+    with prefork.nvml_device_queries():
+        assert (torch.cuda.get_device_capability(), torch.cuda.get_device_name(0)) == expected
+    assert (torch.cuda.get_device_capability, torch.cuda.get_device_name) == real
+    assert not torch.cuda.is_initialized()
