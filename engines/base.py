@@ -55,6 +55,8 @@ class Engine(ABC):
       components: pipeline components the engine can quantize.
       modes: subset of ("pre", "post").
       requires: import names of the Python packages the engine needs.
+      round_trips: its quantized components survive ``.to(device)`` then ``.to("cpu")`` unchanged, so a
+        component bound for an offload mode may be quantized on the GPU and handed over on the CPU.
       options: the engine's option schema (a frozen dataclass, see `engines.options`): names, types,
         defaults, meanings and valid ranges; a config may only set what it declares.
     """
@@ -65,6 +67,7 @@ class Engine(ABC):
     components: ClassVar[tuple[str, ...]] = KNOWN_COMPONENTS
     modes: ClassVar[tuple[str, ...]] = ("post",)
     requires: ClassVar[tuple[str, ...]] = ()
+    round_trips: ClassVar[bool] = False
     options: ClassVar[type] = NoOptions
     #: True when the engine leaves weights in the compute dtype (the BF16 reference).
     is_reference: ClassVar[bool] = False

@@ -26,6 +26,7 @@ class TorchAOEngine(Engine):
     default_dtype = "int8"
     modes = ("pre", "post")
     requires = ("torchao",)
+    round_trips = True
     options = TorchAOOptions
 
     def check_platform(self, device: torch.device) -> None:

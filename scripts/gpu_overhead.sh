@@ -2,7 +2,7 @@
 # Harness overhead on a GPU: the issue's five cells, each in a fresh `python -m harness` call, then a 5-cell
 # FLUX.1-dev sweep in one process; every record keeps metrics.harness_overhead_s and its parts
 # (metrics.overhead). Writes $OUT/cells.sqlite, $OUT/sweep.sqlite, $OUT/overhead.json and the logs.
-#   source scripts/device_env.sh SHA; OUT=dir bash scripts/gpu_overhead.sh
+#   source scripts/device_env.sh SHA; OUT=dir [PART=cells|sweep] bash scripts/gpu_overhead.sh
 # Needs the synthetic flux-dev and sdxl checkpoints in $HARNESS_CACHE (device_env.sh's build); the BF16
 # references are computed first (warm-up cells, not measured).
 set -uo pipefail
@@ -13,20 +13,30 @@ PY=${PYTHON:-python3}
 common=(workload=quick metrics.save_images=true run.timeout_s=900)
 now() { date +%s.%N; }
 
-echo "== imports: which ones create a CUDA context (forked cells need the parent to have none)"
+if [[ ${PART:-all} != sweep ]]; then
+echo "== imports: the parent's warm imports per engine (harness.prefork), and any CUDA context they create"
 $PY - <<'PY' 2>&1 | tee "$OUT/imports.txt"
-import time, torch
-t = time.perf_counter()
-for mod in ("diffusers", "transformers", "torchmetrics.functional.image", "diffusers.pipelines.flux",
-            "diffusers.pipelines.stable_diffusion_xl", "torchao", "engines.sdnq.engine", "engines.torchao"):
-    t0 = time.perf_counter()
-    __import__(mod)
-    print(f"{mod:40s} {time.perf_counter() - t0:6.2f} s  cuda initialised: {torch.cuda.is_initialized()}")
-from diffusers import FluxPipeline, StableDiffusionXLPipeline  # noqa
-print(f"{'pipeline classes':40s} cuda initialised: {torch.cuda.is_initialized()}; all imports "
-      f"{time.perf_counter() - t:.2f} s")
+import time, traceback, types
+t0 = time.perf_counter()
+import torch
+print(f"import torch {time.perf_counter() - t0:.2f} s")
+stacks = []
+real = torch.cuda._lazy_init
+def spy():
+    if not torch.cuda.is_initialized():
+        stacks.append("".join(traceback.format_stack(limit=14)[:-1]))
+    return real()
+torch.cuda._lazy_init = spy
+from harness import prefork
+for family in ("flux", "sdxl"):
+    for engine in ("bf16", "sdnq", "torchao", "bnb", "quanto", "nncf", "gguf", "layerwise"):
+        out = prefork.warm(types.SimpleNamespace(engine=engine, model={"family": family}), "cuda")
+        print(f"{family:5s} {engine:10s} {out['seconds']:6.2f} s  cuda initialised: {out['cuda_initialised']}"
+              f"  failed: {out['failed']}")
+print("lazy-init calls during the imports:", len(stacks))
+for s in stacks[:3]:
+    print(s)
 PY
-
 echo "== warm-up: BF16 references"
 for model in flux-dev sdxl; do
   HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=$model engine=bf16 "${common[@]}" > "$OUT/warmup-$model.txt" 2>&1 \
@@ -51,14 +61,18 @@ for c in "${cells[@]}"; do
   tail -3 "$OUT/cell.txt"
 done
 
+fi
+if [[ ${PART:-all} != cells ]]; then
 echo "== a 5-cell FLUX.1-dev sweep in one process"
 start=$(now)
 HARNESS_STORE="$OUT/sweep.sqlite" $PY -m harness -m model=flux-dev engine=sdnq dtype=int8,int4,uint4,int6,float8_e4m3fn \
   "${common[@]}" > "$OUT/sweep.txt" 2>&1
 sweep_wall=$($PY -c "print($(now) - $start)")
 tail -8 "$OUT/sweep.txt"
+fi
 
-$PY - "$OUT" "$sweep_wall" <<'PY'
+[[ -f "$OUT/sweep.sqlite" && -f "$OUT/cells.sqlite" ]] || exit 0
+$PY - "$OUT" "${sweep_wall:-0}" <<'PY'
 import json, statistics, sys
 from harness.store import ResultStore
 out, wall = sys.argv[1], float(sys.argv[2])

@@ -21,6 +21,7 @@ class SDNQEngine(Engine):
     default_dtype = "int8"
     modes = ("pre", "post")
     requires = ()
+    round_trips = True
     options = SDNQOptions
 
     def __init__(self, dtype=None, mode="post", options=None, compute_dtype=torch.bfloat16, cache_dir=None):

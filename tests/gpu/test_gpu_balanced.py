@@ -204,3 +204,28 @@ def test_a_balanced_cell_reports_its_placement(cli, tmp_path):
     t = report["components"]["transformer"]
     assert t["quantized_units"] > 0 and t["dispatches"] >= 2 and t["streamed_units"] is not None
     assert record["quality"]["psnr_db"] is not None
+
+
+@pytest.mark.parametrize("engine, dtype", [("torchao", "int8"), ("sdnq", "int8"), ("sdnq", "uint4")])
+def test_a_component_bound_for_offload_is_quantized_on_the_gpu_and_handed_over_on_the_cpu(engine, dtype):
+    _in_child("check_quantize_for_offload", engine, dtype)
+
+
+@torch.no_grad()
+def check_quantize_for_offload(engine, dtype):
+    from engines.registry import get_engine_class
+    from harness.load import quantize_for_offload
+
+    torch.manual_seed(0)
+    model = Stack(n=6, width=1024)
+    copy = Stack(n=6, width=1024)
+    copy.load_state_dict(model.state_dict())
+    eng = get_engine_class(engine)(dtype, "post", {})
+    assert eng.round_trips
+    eng.check_platform(CUDA)
+    quantized = quantize_for_offload(eng, "transformer", model, CUDA)
+    assert _devices(quantized) == {"cpu"}
+    assert eng.verify("transformer", quantized)
+    x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
+    on_gpu = (eng.quantize("transformer", copy.to(CUDA)) or copy)(x)
+    torch.testing.assert_close(quantized.to(CUDA)(x), on_gpu, rtol=0, atol=0)

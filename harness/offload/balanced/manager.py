@@ -107,6 +107,8 @@ class BalancedOffload:
         self._memory_used = memory_used
         self._memory_peak = memory_peak
         self.components: dict[str, Component] = {}
+        #: Units moved to the device at least once (pinned when they move there again).
+        self._moved_in: set[int] = set()
 
     # -- accounting --
     def used(self) -> int:
@@ -130,7 +132,10 @@ class BalancedOffload:
     def move_unit(self, comp: Component, unit: Unit, to_device: bool) -> None:
         """Move one unit of ``comp`` and count the move."""
         if to_device and self.pin_memory:
-            pin(unit)  # once, at the first move: lands in the first call, not in steady state
+            if id(unit) in self._moved_in:
+                pin(unit)  # once, when it comes back: a unit that stays on the device never pays for it
+            else:
+                self._moved_in.add(id(unit))
         copied = move(unit, self.device, to_device)
         if to_device and unit.generic and not unit.resized:
             # a generic unit may change size at its first move (bitsandbytes quantizes then): plan with
