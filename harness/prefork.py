@@ -79,11 +79,26 @@ def pipeline_class(spec, failed: dict) -> None:
         failed[f"pipeline:{family}"] = f"{type(exc).__name__}: {exc}"
 
 
+class NvmlProperties:
+    """The figures of ``torch.cuda.get_device_properties`` that NVML knows; any other is an AttributeError
+    (the import asking for it fails in the parent, and the cell imports it again for itself)."""
+
+    def __init__(self, name: str, major: int, minor: int, total_memory: int):
+        self.name, self.major, self.minor, self.total_memory = name, major, minor, total_memory
+
+    def __repr__(self) -> str:
+        return f"NvmlProperties(name={self.name!r}, major={self.major}, minor={self.minor})"
+
+
 @contextlib.contextmanager
 def nvml_device_queries():
-    """Within the block, ``torch.cuda.get_device_capability`` / ``get_device_name`` read NVML instead of
-    initialising CUDA. Indices follow ``CUDA_VISIBLE_DEVICES`` (numbers or GPU UUIDs); without it, NVML's
-    order, which is CUDA's on a host of identical GPUs. Without NVML the block changes nothing."""
+    """Within the block, torch's device queries - ``torch.cuda.get_device_capability`` /
+    ``get_device_name`` / ``get_device_properties`` / ``current_device``, and the device properties that
+    ``torch.utils._triton.has_triton`` reads through dynamo's worker cache - are answered from NVML instead
+    of initialising CUDA; outside it they are torch's again, and dynamo's cache is as it was (answers
+    cached by the libraries themselves, such as ``has_triton``'s, stay: they are the real figures).
+    Indices follow ``CUDA_VISIBLE_DEVICES`` (numbers or GPU UUIDs); without it, NVML's order, which is
+    CUDA's on a host of identical GPUs. Without NVML the block changes nothing."""
     try:
         import pynvml
 
@@ -91,7 +106,8 @@ def nvml_device_queries():
     except Exception:  # noqa: BLE001 - no NVML: nothing to answer from
         yield
         return
-    saved = torch.cuda.get_device_capability, torch.cuda.get_device_name
+    names = ("get_device_capability", "get_device_name", "get_device_properties", "current_device")
+    saved = {n: getattr(torch.cuda, n) for n in names}
 
     def handle(device=None):
         index = _index(device)
@@ -112,11 +128,42 @@ def nvml_device_queries():
         value = pynvml.nvmlDeviceGetName(handle(device))
         return value.decode() if isinstance(value, bytes) else str(value)
 
-    torch.cuda.get_device_capability, torch.cuda.get_device_name = capability, name
+    def properties(device=None) -> NvmlProperties:
+        h = handle(device)
+        major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+        return NvmlProperties(name(device), int(major), int(minor), int(pynvml.nvmlDeviceGetMemoryInfo(h).total))
+
+    def visible_count() -> int:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            return len([v for v in visible.split(",") if v.strip()])
+        return int(pynvml.nvmlDeviceGetCount())
+
+    for n, fn in zip(names, (capability, name, properties, lambda: 0)):
+        setattr(torch.cuda, n, fn)
+    worker = _dynamo_worker_caches()
+    added = []
+    if worker is not None:
+        for cache, value in zip(worker, (0, None)):
+            if "cuda" not in cache:
+                cache["cuda"] = value if value is not None else [properties(i) for i in range(visible_count())]
+                added.append(cache)
     try:
         yield
     finally:
-        torch.cuda.get_device_capability, torch.cuda.get_device_name = saved
+        for n, fn in saved.items():
+            setattr(torch.cuda, n, fn)
+        for cache in added:
+            cache.pop("cuda", None)
+
+
+def _dynamo_worker_caches():
+    """dynamo's per-process caches of the current device and the device properties, or None."""
+    try:
+        from torch._dynamo import device_interface
+    except Exception:  # noqa: BLE001 - no dynamo: nothing reads it
+        return None
+    return device_interface.caching_worker_current_devices, device_interface.caching_worker_device_properties
 
 
 def _index(device) -> int:

@@ -55,6 +55,18 @@ def apply(pipe, name: str, options: dict, device: torch.device, *, engine=None) 
     return install(pipe, check_options(name, options), device, engine)
 
 
+def resident_budget(name: str, options: dict, device: torch.device) -> int:
+    """Bytes of quantized components that mode ``name`` accepts already on ``device`` when it is installed
+    (the loader may leave them there instead of handing them over on the CPU): balanced offload's high
+    watermark; 0 for every other mode, which starts from the CPU."""
+    if name != "balanced" or device.type != "cuda":
+        return 0
+    from harness.offload import balanced
+
+    opts = check_options(name, options)
+    return int(opts["high_watermark"] * balanced.usable_bytes(device, opts["usable_gib"]))
+
+
 def stats(pipe) -> dict:
     """What the offloader did during generation (placement, moves, bytes moved), merged into the
     record's offload_report after generation; {} for modes that keep no books (none/model/sequential/group)."""

@@ -229,3 +229,26 @@ def check_quantize_for_offload(engine, dtype):
     x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
     on_gpu = (eng.quantize("transformer", copy.to(CUDA)) or copy)(x)
     torch.testing.assert_close(quantized.to(CUDA)(x), on_gpu, rtol=0, atol=0)
+
+
+def test_a_component_on_the_gpu_at_install_stays_until_evicted():
+    _in_child("check_resident_start")
+
+
+@torch.no_grad()
+def check_resident_start():
+    torch.manual_seed(0)
+    model = Stack(n=4, width=1024).to(CUDA)
+    x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
+    ref = model(x)
+    manager = balanced.BalancedOffload(CUDA, usable=8 * GIB).install({"m": model})
+    assert _devices(model) == {"cuda"}
+    torch.testing.assert_close(model(x), ref, rtol=0, atol=0)
+    s = manager.stats()["components"]["m"]
+    assert s["moves_to_device"] == 0 and s["streamed_units"] == 0 and s["resident_units"] == s["units"]
+    before = torch.cuda.memory_allocated(CUDA)
+    manager.evict("m")
+    assert _devices(model) == {"cpu"}
+    assert torch.cuda.memory_allocated(CUDA) <= before - 4 * 1024 * 1024 * 2  # the GPU copies are gone
+    torch.testing.assert_close(model(x), ref, rtol=0, atol=0)  # dispatched again from its CPU copy
+    assert manager.stats()["components"]["m"]["gib_to_host"] > 0

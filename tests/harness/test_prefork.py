@@ -55,6 +55,12 @@ class _FakeNvml(types.ModuleType):
     def nvmlDeviceGetName(self, handle):
         return handle[0].encode()
 
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return types.SimpleNamespace(total=141 * 2**30)
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
 
 @pytest.mark.parametrize("visible, expected", [(None, ((9, 0), "H200")), ("1", ((8, 0), "A100")),
                                                ("GPU-b,GPU-a", ((8, 0), "A100"))])
@@ -64,8 +70,18 @@ def test_device_queries_answer_from_nvml_inside_the_block_only(monkeypatch, visi
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    real = torch.cuda.get_device_capability, torch.cuda.get_device_name
+    from torch._dynamo import device_interface as di
+
+    names = ("get_device_capability", "get_device_name", "get_device_properties", "current_device")
+    real = [getattr(torch.cuda, n) for n in names]
     with prefork.nvml_device_queries():
         assert (torch.cuda.get_device_capability(), torch.cuda.get_device_name(0)) == expected
-    assert (torch.cuda.get_device_capability, torch.cuda.get_device_name) == real
+        props = torch.cuda.get_device_properties()
+        assert (props.major, props.minor) == expected[0] and props.total_memory == 141 * 2**30
+        assert torch.cuda.current_device() == 0
+        # what has_triton reads: dynamo's worker cache, filled from NVML
+        worker = di.CudaInterface.Worker.get_device_properties()
+        assert (worker.major, worker.minor) == expected[0]
+    assert [getattr(torch.cuda, n) for n in names] == real
+    assert "cuda" not in di.caching_worker_device_properties and "cuda" not in di.caching_worker_current_devices
     assert not torch.cuda.is_initialized()

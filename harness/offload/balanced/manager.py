@@ -147,14 +147,25 @@ class BalancedOffload:
 
     # -- installation --
     def install(self, components: dict[str, nn.Module]) -> "BalancedOffload":
+        """Take over ``components``. One that is wholly on the device already counts as placed (whole,
+        nothing streamed) until it is evicted; any other starts on the CPU."""
         for name, module in components.items():
             if hasattr(module, "_hf_hook"):
                 raise RuntimeError(f"balanced offload: component '{name}' already carries an accelerate hook "
                                    f"({type(module._hf_hook).__name__})")
             comp = Component(name, module, build_units(module, self.engine))
+            resident = self.device.type != "cpu" and bool(comp.units) and all(
+                t.device.type == self.device.type for u in comp.units for t in u.tensors())
             for unit in comp.units:
-                to_cpu(unit)  # every unit starts on the CPU, streamed until a dispatch places it
-                hooks.hook_unit(self, comp, unit)
+                if resident:
+                    unit.on_device = True  # placed already; moved to the CPU only if evicted
+                else:
+                    to_cpu(unit)  # starts on the CPU, streamed until a dispatch places it
+                    hooks.hook_unit(self, comp, unit)
+            if resident:
+                comp.placed = comp.whole = True
+                comp.last_used = time.perf_counter()
+                comp.snapshot()
             hooks.attach_component_hook(module, self, name)
             self.components[name] = comp
         return self

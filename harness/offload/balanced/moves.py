@@ -94,10 +94,15 @@ def move(unit: Unit, device: torch.device, to_device: bool) -> int:
             return unit.nbytes
         if not unit.slots:
             _collect_slots(unit)
-        for master, places in unit.slots:
+        copied_back = False
+        for entry in unit.slots:
+            master, places = entry
+            if not to_device and master.device.type != "cpu":
+                master = entry[0] = master.to(_CPU)  # a unit that started on the device gets its CPU copy
+                copied_back = True
             _assign(places, master.to(device, non_blocking=unit.pinned) if to_device else master)
         unit.on_device = to_device
-        return unit.nbytes if to_device else 0
+        return unit.nbytes if to_device or copied_back else 0
 
 
 def to_cpu(unit: Unit) -> None:
