@@ -80,8 +80,9 @@ def pipeline_class(spec, failed: dict) -> None:
 
 
 class NvmlProperties:
-    """The figures of ``torch.cuda.get_device_properties`` that NVML knows; any other is an AttributeError
-    (the import asking for it fails in the parent, and the cell imports it again for itself)."""
+    """The figures of ``torch.cuda.get_device_properties`` that NVML knows, for dynamo's worker cache during
+    the imports; any other is an AttributeError (the import asking for it fails in the parent, and the
+    cell imports it again for itself)."""
 
     def __init__(self, name: str, major: int, minor: int, total_memory: int):
         self.name, self.major, self.minor, self.total_memory = name, major, minor, total_memory
@@ -92,13 +93,14 @@ class NvmlProperties:
 
 @contextlib.contextmanager
 def nvml_device_queries():
-    """Within the block, torch's device queries - ``torch.cuda.get_device_capability`` /
-    ``get_device_name`` / ``get_device_properties`` / ``current_device``, and the device properties that
-    ``torch.utils._triton.has_triton`` reads through dynamo's worker cache - are answered from NVML instead
-    of initialising CUDA; outside it they are torch's again, and dynamo's cache is as it was (answers
-    cached by the libraries themselves, such as ``has_triton``'s, stay: they are the real figures).
-    Indices follow ``CUDA_VISIBLE_DEVICES`` (numbers or GPU UUIDs); without it, NVML's order, which is
-    CUDA's on a host of identical GPUs. Without NVML the block changes nothing."""
+    """Within the block, ``torch.cuda.get_device_capability`` / ``get_device_name`` and the device
+    properties that ``torch.utils._triton.has_triton`` reads through dynamo's worker cache are answered
+    from NVML instead of initialising CUDA. Outside it the two functions are torch's again (a module that
+    took a reference to them meanwhile keeps an NVML answer: the real figures), dynamo's cache is as it
+    was and inductor's cached device properties are dropped, so nothing compiled later sees a stand-in;
+    answers the libraries cached themselves, such as ``has_triton``'s, stay. Indices follow
+    ``CUDA_VISIBLE_DEVICES`` (numbers or GPU UUIDs); without it, NVML's order, which is CUDA's on a host
+    of identical GPUs. Without NVML the block changes nothing."""
     try:
         import pynvml
 
@@ -106,8 +108,7 @@ def nvml_device_queries():
     except Exception:  # noqa: BLE001 - no NVML: nothing to answer from
         yield
         return
-    names = ("get_device_capability", "get_device_name", "get_device_properties", "current_device")
-    saved = {n: getattr(torch.cuda, n) for n in names}
+    worker = _dynamo_worker_caches()  # imported before anything is replaced: it binds torch.cuda's functions
 
     def handle(device=None):
         index = _index(device)
@@ -139,22 +140,30 @@ def nvml_device_queries():
             return len([v for v in visible.split(",") if v.strip()])
         return int(pynvml.nvmlDeviceGetCount())
 
-    for n, fn in zip(names, (capability, name, properties, lambda: 0)):
-        setattr(torch.cuda, n, fn)
-    worker = _dynamo_worker_caches()
+    saved = torch.cuda.get_device_capability, torch.cuda.get_device_name
+    torch.cuda.get_device_capability, torch.cuda.get_device_name = capability, name
     added = []
     if worker is not None:
-        for cache, value in zip(worker, (0, None)):
+        for cache, value in zip(worker, (lambda: 0, lambda: [properties(i) for i in range(visible_count())])):
             if "cuda" not in cache:
-                cache["cuda"] = value if value is not None else [properties(i) for i in range(visible_count())]
+                cache["cuda"] = value()
                 added.append(cache)
     try:
         yield
     finally:
-        for n, fn in saved.items():
-            setattr(torch.cuda, n, fn)
+        torch.cuda.get_device_capability, torch.cuda.get_device_name = saved
         for cache in added:
             cache.pop("cuda", None)
+        _forget_inductor_device_properties()
+
+
+def _forget_inductor_device_properties() -> None:
+    import sys
+
+    hints = sys.modules.get("torch._inductor.runtime.hints")
+    create = getattr(getattr(hints, "DeviceProperties", None), "create", None)
+    if create is not None and hasattr(create, "cache_clear"):
+        create.cache_clear()
 
 
 def _dynamo_worker_caches():

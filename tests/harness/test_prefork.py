@@ -76,12 +76,13 @@ def test_device_queries_answer_from_nvml_inside_the_block_only(monkeypatch, visi
     real = [getattr(torch.cuda, n) for n in names]
     with prefork.nvml_device_queries():
         assert (torch.cuda.get_device_capability(), torch.cuda.get_device_name(0)) == expected
-        props = torch.cuda.get_device_properties()
-        assert (props.major, props.minor) == expected[0] and props.total_memory == 141 * 2**30
-        assert torch.cuda.current_device() == 0
         # what has_triton reads: dynamo's worker cache, filled from NVML
         worker = di.CudaInterface.Worker.get_device_properties()
-        assert (worker.major, worker.minor) == expected[0]
+        assert (worker.major, worker.minor) == expected[0] and worker.total_memory == 141 * 2**30
+        assert di.CudaInterface.Worker.current_device() == 0
+        assert [getattr(torch.cuda, n) for n in names[2:]] == real[2:]  # never replaced: bound at import
     assert [getattr(torch.cuda, n) for n in names] == real
+    # dynamo's interface binds torch.cuda's own functions, never a stand-in
+    assert di.CudaInterface.get_device_properties is torch.cuda.get_device_properties
     assert "cuda" not in di.caching_worker_device_properties and "cuda" not in di.caching_worker_current_devices
     assert not torch.cuda.is_initialized()
