@@ -56,8 +56,8 @@ class BalancedOptions:
         "help": "idle components go back to the CPU while GPU use is above this fraction of usable memory",
         "min": 0.0, "max": 1.0})
     pin_memory: bool = field(default=True, metadata={
-        "help": ("keep the CPU copies of layers that move to the GPU more than once in pinned memory "
-                 "(asynchronous, faster copies; more locked host RAM)")})
+        "help": ("keep the layers' CPU copies in pinned memory (asynchronous, faster copies; more locked host "
+                 "RAM), when the components together exceed the low watermark, so layers move more than once")})
     usable_gib: Optional[float] = field(default=None, metadata={
         "help": "usable GPU memory in GiB; null = the per-process cap (run.gpu_memory_fraction / "
                 "run.gpu_memory_gib), else the whole card", "min": 0.0})

@@ -107,8 +107,9 @@ class BalancedOffload:
         self._memory_used = memory_used
         self._memory_peak = memory_peak
         self.components: dict[str, Component] = {}
-        #: Units moved to the device at least once (pinned when they move there again).
-        self._moved_in: set[int] = set()
+        #: The components together exceed the low watermark, so units may move more than once (evictions,
+        #: streaming): only then are CPU copies pinned, and nothing starts on the device (set by `install`).
+        self.moves_again = True
 
     # -- accounting --
     def used(self) -> int:
@@ -131,11 +132,8 @@ class BalancedOffload:
 
     def move_unit(self, comp: Component, unit: Unit, to_device: bool) -> None:
         """Move one unit of ``comp`` and count the move."""
-        if to_device and self.pin_memory:
-            if id(unit) in self._moved_in:
-                pin(unit)  # once, when it comes back: a unit that stays on the device never pays for it
-            else:
-                self._moved_in.add(id(unit))
+        if to_device and self.pin_memory and self.moves_again:
+            pin(unit)  # once, at its first move: lands in the first call, not in steady state
         copied = move(unit, self.device, to_device)
         if to_device and unit.generic and not unit.resized:
             # a generic unit may change size at its first move (bitsandbytes quantizes then): plan with
@@ -147,14 +145,21 @@ class BalancedOffload:
 
     # -- installation --
     def install(self, components: dict[str, nn.Module]) -> "BalancedOffload":
-        """Take over ``components``. One that is wholly on the device already counts as placed (whole,
-        nothing streamed) until it is evicted; any other starts on the CPU."""
+        """Take over ``components``. When they fit under the low watermark together (nothing will be evicted
+        or streamed), one that is wholly on the device already counts as placed, whole, and its CPU copies
+        are neither made nor pinned unless it is evicted after all; otherwise every component starts on
+        the CPU."""
+        units = {}
         for name, module in components.items():
             if hasattr(module, "_hf_hook"):
                 raise RuntimeError(f"balanced offload: component '{name}' already carries an accelerate hook "
                                    f"({type(module._hf_hook).__name__})")
-            comp = Component(name, module, build_units(module, self.engine))
-            resident = self.device.type != "cpu" and bool(comp.units) and all(
+            units[name] = build_units(module, self.engine)
+        total = sum(u.nbytes for us in units.values() for u in us)
+        self.moves_again = total > self.low * self.usable
+        for name, module in components.items():
+            comp = Component(name, module, units[name])
+            resident = not self.moves_again and self.device.type != "cpu" and bool(comp.units) and all(
                 t.device.type == self.device.type for u in comp.units for t in u.tensors())
             for unit in comp.units:
                 if resident:

@@ -1,7 +1,7 @@
 """Moving a placement unit between the CPU and the device.
 
-A unit of plain tensors keeps its CPU copies (pinned, with ``pin_memory``, when it moves to the device
-a second time: the manager decides) and is
+A unit of plain tensors keeps its CPU copies (pinned at its first move, with ``pin_memory`` and when
+the manager expects it to move again) and is
 moved by swapping each tensor's storage (``param.data`` / the buffer slot): dropping it from the GPU
 costs no copy. A unit that is not plain (`Unit.generic`: quantized tensor subclasses, bitsandbytes
 parameters, modules with their own ``.to()``) is moved with the modules' own ``.to()`` both ways.

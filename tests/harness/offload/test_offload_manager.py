@@ -283,22 +283,17 @@ def test_a_cell_records_placement_and_traffic(cache_dir, store_path, tmp_path):
     assert record["quality"]["psnr_db"] > 30  # same numbers as without offload: compared with BF16
 
 
-def test_only_units_that_move_to_the_device_again_are_pinned(monkeypatch):
+def test_pinning_only_when_the_components_exceed_the_low_watermark(monkeypatch):
     from harness.offload.balanced import manager as manager_module
 
-    pinned = []
-    monkeypatch.setattr(manager_module, "pin", lambda unit: pinned.append(unit.name))
-    model = Toy(blocks=4)
-    x = torch.randn(3, 32, dtype=torch.bfloat16)
-    units = build_units(model)
-    total = sum(u.nbytes for u in units)
-    manager = BalancedOffload("cpu", total, high_watermark=0.5, low_watermark=0.1).install({"transformer": model})
-    manager.pin_memory = True  # a CUDA device would have it on; cpu stands in
-    comp = manager.components["transformer"]
-    model(x)
-    resident = [u.name for u in comp.units if u.on_device]
-    streamed = [u.name for u in comp.units if not u.on_device]
-    assert resident and streamed and pinned == []  # one move each so far: nothing pinned
-    model(x)
-    model(x)
-    assert set(pinned) == set(streamed)  # streamed units came back: pinned (pin() itself tries once)
+    for usable_factor, expect_pinning in ((0.5, True), (20.0, False)):
+        pinned = []
+        monkeypatch.setattr(manager_module, "pin", lambda unit: pinned.append(unit.name))
+        model = Toy(blocks=4)
+        total = sum(u.nbytes for u in build_units(model))
+        manager = BalancedOffload("cpu", int(total * usable_factor), high_watermark=0.9, low_watermark=0.1)
+        manager.install({"transformer": model})
+        manager.pin_memory = True  # a CUDA device would have it on; cpu stands in
+        assert manager.moves_again is expect_pinning
+        model(torch.randn(3, 32, dtype=torch.bfloat16))
+        assert bool(pinned) is expect_pinning
