@@ -42,7 +42,8 @@ class EngineError(Exception):
 
 # Components a diffusers pipeline may have; the denoiser is "transformer" (DiT) or "unet".
 DENOISERS = ("transformer", "unet")
-KNOWN_COMPONENTS = ("transformer", "unet", "text_encoder", "text_encoder_2", "vae")
+KNOWN_COMPONENTS = ("transformer", "transformer_2", "unet", "text_encoder", "text_encoder_2", "text_encoder_3",
+                    "vae")
 
 
 class Engine(ABC):
@@ -150,6 +151,60 @@ class Engine(ABC):
         return {"engine": self.name, "dtype": self.dtype, "mode": self.mode,
                 "settings": dict(self.settings), "versions": self.package_versions()}
 
+    # -- LoRA (`harness.lora`) ----------------------------------------------------------------
+    #: What a LoRA kept beside this engine's layers does to them (the record's ``lora_report.what``).
+    lora_adapter_effect: ClassVar[str] = ("kept beside the quantized layer: peft wraps it and adds the LoRA's "
+                                          "output; the quantized weights are untouched")
+
+    def check_lora(self, fuse: bool, device: torch.device) -> None:
+        """Raise `Unsupported` when this engine (dtype, mode, device) cannot take a LoRA or, with ``fuse``,
+        cannot fuse one; asked before anything is loaded. Default: a LoRA beside each layer through peft,
+        no fusing (`fuse_refusal`), unless the engine's LoRA module (`LORA_MODULES`) says otherwise."""
+        if importlib.util.find_spec("peft") is None:
+            raise Unsupported("LoRA loading needs the peft package (pip install peft)")
+        hooks = _lora_module(self.name)
+        if hooks is not None:
+            hooks.check_lora(self, fuse, device)
+        elif fuse:
+            raise Unsupported(self.fuse_refusal())
+
+    def fuse_refusal(self) -> str:
+        """Why this engine does not fuse a LoRA into its weights (the `Unsupported` reason of ``fuse``)."""
+        return f"engine '{self.name}' cannot fuse a LoRA into its quantized weights"
+
+    def load_lora(self, pipe, component: str, adapters: list[tuple[str, dict, float]]) -> None:
+        """Load every adapter ``(name, state dict keyed for diffusers, weight)`` into ``component`` the way
+        diffusers' users do on a quantized model: the model's ``load_lora_adapter`` (peft), then
+        ``set_adapters`` with the weights. (FluxPipeline's ``load_lora_weights`` reads every adapted layer's
+        ``<layer>.weight`` from the state dict, which SDNQ's and quanto's layers do not store under that name.)"""
+        model = getattr(pipe, component)
+        for name, state, _ in adapters:
+            model.load_lora_adapter(dict(state), adapter_name=name, prefix=component)
+        model.set_adapters([a[0] for a in adapters], weights=[a[2] for a in adapters])
+
+    def fuse_lora(self, pipe, component: str, names: list[str]) -> str:
+        """Fuse the loaded adapters ``names`` into ``component``'s weights and drop the adapter layers; return
+        how: ``fused`` (weights rewritten in their dtype) or ``fused-requantized``. Called only when
+        `check_lora` accepted ``fuse``. Default: diffusers' ``fuse_lora`` then ``unload_lora`` (the fused
+        weights stay)."""
+        model = getattr(pipe, component)
+        hooks = _lora_module(self.name)
+        if hooks is not None:
+            return hooks.fuse_lora(self, model, names)
+        model.fuse_lora(lora_scale=1.0, adapter_names=names)
+        model.unload_lora()
+        return "fused"
+
+    def unload_lora(self, pipe, component: str) -> None:
+        """Remove every LoRA from ``component`` (diffusers' ``unload_lora``): adapter layers give back the very
+        layer they wrapped."""
+        model = getattr(pipe, component)
+        hooks = _lora_module(self.name)
+        if hooks is not None:
+            hooks.unload_lora(self, model)
+        else:
+            model.unload_lora()
+
     @classmethod
     def offload_unit(cls, path: str, module: torch.nn.Module) -> str | None:
         """Which placement unit ``module`` belongs to under balanced offload (`harness.offload.balanced`).
@@ -170,6 +225,18 @@ class Engine(ABC):
         if any(t is not None and type(t) not in (torch.Tensor, torch.nn.Parameter) for t in own):
             return path
         return None
+
+
+#: Engine name -> the module holding its own LoRA handling (functions ``check_lora(engine, fuse, device)``,
+#: ``fuse_lora(engine, model, names) -> how`` and ``unload_lora(engine, model)``), imported when a LoRA is used.
+LORA_MODULES = {"sdnq": "engines.sdnq.lora"}
+
+
+def _lora_module(name: str):
+    import importlib
+
+    target = LORA_MODULES.get(name)
+    return importlib.import_module(target) if target else None
 
 
 # Import name -> distribution name, where they differ.

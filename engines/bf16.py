@@ -25,3 +25,7 @@ class BF16Engine(Engine):
 
     def count_quantized(self, module):
         return 0, 0
+
+    def check_lora(self, fuse, device):
+        """A LoRA beside each layer or, with ``fuse``, diffusers' fuse_lora into the BF16 weights."""
+        super().check_lora(False, device)

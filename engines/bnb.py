@@ -75,6 +75,10 @@ class BitsAndBytesEngine(Engine):
     # -- post mode --------------------------------------------------------------------------
     def quantize(self, name, module):
         for parent, child, linear in _linears(module):
+            # Layers a model keeps in float32 (diffusers' _keep_in_fp32_modules: Wan's time embedder) stay as
+            # they are, as in diffusers' own pre mode: bitsandbytes' 4-bit layers return bytes for them on a CPU.
+            if linear.weight.dtype == torch.float32 and self.compute_dtype != torch.float32:
+                continue
             setattr(parent, child, self._convert(linear))
         return module
 
@@ -111,6 +115,18 @@ class BitsAndBytesEngine(Engine):
         done = sum(isinstance(m, quantized) for m in module.modules())
         others = sum(type(m) is torch.nn.Linear for m in module.modules())
         return done, done + others
+
+    def check_lora(self, fuse, device):
+        """peft wraps bitsandbytes' layers; its merge dequantizes, adds the delta and quantizes again."""
+        super().check_lora(False, device)
+        if fuse and torch.device(device).type != "cuda":
+            raise Unsupported("peft's bitsandbytes merge (fuse_lora) fails on the CPU with bitsandbytes 0.50 "
+                              "(nf4: a shape mismatch in the re-quantization; int8: 'result type Float can't be "
+                              "cast to the desired output type Char')")
+
+    def fuse_lora(self, pipe, component, names):
+        super().fuse_lora(pipe, component, names)
+        return "fused-requantized"
 
     @classmethod
     def offload_unit(cls, path, module):

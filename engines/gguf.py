@@ -133,6 +133,10 @@ class GGUFEngine(Engine):
                 and getattr(m.weight, "quant_type", None) is not None and m.weight.quant_type.name not in _UNQUANTIZED]
         return len(done), len(linears)
 
+    def fuse_refusal(self):
+        return ("GGUFLinear's weight is the packed GGUF block tensor: peft's merge (fuse_lora) cannot add a "
+                "delta to it (it fails on a shape mismatch); the LoRA runs beside the layer instead")
+
     @classmethod
     def offload_unit(cls, path, module):
         """diffusers' GGUF layers (``GGUFLinear``) dequantize their packed weight at each forward: a layer

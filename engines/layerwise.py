@@ -17,7 +17,7 @@ import torch
 from dataclasses import dataclass
 from typing import List, Optional
 
-from engines.base import Engine
+from engines.base import Engine, Unsupported
 from engines.options import option
 
 
@@ -51,6 +51,12 @@ class LayerwiseEngine(Engine):
             apply_layerwise_casting(module, self.storage_dtype, self.compute_dtype,
                                     skip_modules_pattern=patterns if patterns is not None else "auto")
         return module
+
+    def check_lora(self, fuse, device):
+        raise Unsupported("peft creates a LoRA's weights in its base layer's weight dtype, here the float8 storage "
+                          "dtype of layerwise casting, and runs them in it without an upcast: the LoRA is rounded "
+                          "to float8 and its forward fails (measured on the CPU: NotImplementedError: "
+                          "\"mul_cpu_reduced_float\" not implemented for 'Float8_e4m3fn')")
 
     def count_quantized(self, module):
         from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS

@@ -117,6 +117,11 @@ class NNCFEngine(Engine):
                 _compile_decompressor(dec)
         return module
 
+    def check_lora(self, fuse, device):
+        raise Unsupported("NNCF hooks each weight's decompressor by the layer's module path; peft moves the layer "
+                          "to <path>.base_layer, so its compressed int8 weight reaches the matmul undecompressed "
+                          "(RuntimeError: self and mat2 must have the same dtype, but got BFloat16 and Char)")
+
     def count_quantized(self, module):
         targets = [m for m in module.modules() if _is_target(m, self.settings["quant_conv"])]
         done = [m for m in targets if m.weight.dtype in (torch.int8, torch.uint8)]

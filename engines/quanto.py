@@ -48,6 +48,11 @@ class QuantoEngine(Engine):
         plain = sum(type(m) in (torch.nn.Linear, torch.nn.Conv2d) for m in module.modules())
         return done, done + plain
 
+    def fuse_refusal(self):
+        return ("peft's merge adds the LoRA's delta to quanto's QTensor weight through .data, which leaves the "
+                "quantized weight as it was: fuse_lora would drop the LoRA silently (measured: the fused "
+                "model's output equals the model without the LoRA)")
+
     @classmethod
     def offload_unit(cls, path, module):
         """quanto's layers (QLinear, QConv2d, ...) hold QTensor weights with their scales: a layer of the

@@ -88,6 +88,23 @@ class TorchAOEngine(Engine):
         done = sum(type(m.weight) not in (torch.Tensor, torch.nn.Parameter) for m in linears)
         return done, len(linears)
 
+    def check_lora(self, fuse, device):
+        """peft wraps torchao's layers (TorchaoLoraLinear) and fuses by dequantize + add + quantize_ again."""
+        super().check_lora(False, device)
+        if self.dtype == "int4":
+            raise Unsupported("peft's TorchaoLoraLinear takes int8 (and float8) torchao weights only: it refuses "
+                              "Int4Tensor (\"only supports int8 weights for now\")")
+
+    def fuse_lora(self, pipe, component, names):
+        """peft's merge re-quantizes with the config diffusers' TorchAoConfig hands it in pre mode; in post
+        mode the harness hands it the same config (the one this engine applied)."""
+        config = self.ao_config
+        for module in getattr(pipe, component).modules():
+            if type(module).__name__ == "TorchaoLoraLinear" and module.get_apply_tensor_subclass is None:
+                module.get_apply_tensor_subclass = config
+        super().fuse_lora(pipe, component, names)
+        return "fused-requantized"
+
     @classmethod
     def offload_unit(cls, path, module):
         """torchao's weights are tensor subclasses (the default rule); a layer of the torchao package that

@@ -1,5 +1,9 @@
 """One cell, end to end, inside its isolated process:
-check platform -> load + quantize -> offload -> compile -> warm up -> generate + measure -> compare.
+check platform -> load + quantize -> offload -> compile -> warm up -> generate + measure -> [LoRA: load it,
+generate again, unload] -> compare.
+
+A cell with a LoRA reports the figures with the LoRA (metrics, quality against BF16 + LoRA) and, in
+``lora_report``, the same cell's figures without it and the retention of the LoRA's effect.
 """
 from __future__ import annotations
 
@@ -82,6 +86,8 @@ def measure(job: CellJob) -> dict:
         partial["engine_report"] = engine.report()
         engine.check_platform(device)
         offload.check(cell.offload["name"], device)
+        if cell.has_lora:
+            engine.check_lora(bool(cell.lora["options"].get("fuse")), device)
 
         probe = MemoryProbe(device)
         probe.reset_peak()
@@ -100,6 +106,12 @@ def measure(job: CellJob) -> dict:
         compile_report = compilation.apply(pipe, cell.compile["name"], cell.compile.get("fullgraph", False),
                                            cell.compile.get("dynamic", False))
         gen = generate(pipe, cell, device, probe)
+        lora_report = None
+        if cell.has_lora:
+            from harness.lora import phase
+
+            without, images_without = gen, gen.pop("images")
+            gen, lora_report = phase.run(pipe, engine, cell, device, probe, without)
         offload_report.update(offload.stats(pipe))
         images = gen.pop("images")
         progress.stage("compare")
@@ -109,17 +121,27 @@ def measure(job: CellJob) -> dict:
         t_quality = time.perf_counter()
 
         texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]]
-        if job.save_reference:
-            reference.save(cell.run["cache_dir"], job.reference_key, images,
-                           {"cell": cell.config, "env": partial["env"]})
-        ref = reference.load(cell.run["cache_dir"], job.reference_key)
+        meta = {"cell": cell.config, "env": partial["env"]}
+        ref_key = job.reference_key
+        if cell.has_lora:
+            ref_key = reference.lora_reference_key(job.reference_key, cell.lora)
+            if job.save_reference:
+                reference.save_lora(cell.run["cache_dir"], ref_key, images_without, images, meta)
+            lora_ref = reference.load_lora(cell.run["cache_dir"], ref_key)
+            lora_report = phase.compare(lora_report, images_without, images, lora_ref, ref_key)
+            ref = None if lora_ref is None else lora_ref[1]
+        else:
+            if job.save_reference:
+                reference.save(cell.run["cache_dir"], job.reference_key, images, meta)
+            ref = reference.load(cell.run["cache_dir"], job.reference_key)
         if ref is None:
             quality_block = {"psnr_db": None, "ssim": None, "ms_ssim": None, "lpips": None, "clip_score": None,
-                             "unavailable": {"all": "no BF16 reference images for this workload"}}
+                             "unavailable": {"all": "no BF16 reference images for this workload"
+                                             + (" and LoRA" if cell.has_lora else "")}}
         else:
             quality_block = quality.compare(images, ref, texts, cell.metrics, device=device)
         overhead["quality_s"] = time.perf_counter() - t_quality
-        quality_block["reference"] = job.reference_key
+        quality_block["reference"] = ref_key
         quality_block["synthetic_weights"] = load_report["synthetic"]
         if load_report["synthetic"]:
             quality_block["note"] = ("synthetic random weights: quality columns measure numerical deviation "
@@ -145,11 +167,13 @@ def measure(job: CellJob) -> dict:
             "memory_kind": "cuda" if device.type == "cuda" else "host_rss",
             "n_timed_calls": gen["n_timed_calls"],
             "n_step_samples": gen["n_step_samples"],
+            "spread": gen.get("spread") or {},
             "overhead": overhead,
         }
         engine_report = {**engine.report(), "components": load_report["components"],
                          "checkpoint": load_report["checkpoint"]}
         return {"metrics": metrics, "quality": quality_block, "engine_report": engine_report,
+                "lora_report": lora_report,
                 "offload_report": offload_report, "compile_report": compile_report, "env": partial["env"],
                 "images": [str(p) for p in image_paths]}
     except BaseException as exc:

@@ -28,6 +28,15 @@ def check_component(library, class_name) -> None:
         raise CheckpointError(f"model_index.json names {library}.{class_name}, which {library} does not have")
 
 
+def is_pipeline_name(name) -> bool:
+    """True when ``name`` is a public diffusers pipeline class, read from diffusers' export table: nothing
+    is imported (importing a pipeline imports every quantization backend it supports)."""
+    import diffusers
+
+    exported = getattr(diffusers, "_import_structure", {}).get("pipelines", [])
+    return isinstance(name, str) and not name.startswith("_") and name in exported and name.endswith("Pipeline")
+
+
 def component_class(library, class_name) -> type:
     """The class a ``model_index.json`` entry names, once `check_component` accepts it."""
     import importlib
@@ -37,6 +46,20 @@ def component_class(library, class_name) -> type:
     if not isinstance(cls, type):
         raise CheckpointError(f"model_index.json names {library}.{class_name}, which is not a class")
     return cls
+
+
+def module_components(index: dict) -> list[str]:
+    """The components of a checked ``model_index.json`` that are torch modules (models, text encoders; not
+    tokenizers, schedulers or processors), in name order."""
+    import torch
+
+    out = []
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or None in entry:
+            continue
+        if issubclass(component_class(*entry), torch.nn.Module):
+            out.append(name)
+    return sorted(out)
 
 
 def resolve(path_or_repo: str) -> Path:

@@ -1,4 +1,5 @@
-"""``python -m harness [overrides] | list | report [...] | --help``: subcommand dispatch and exit codes.
+"""``python -m harness [overrides] | list | report [...] | prepare [...] | --help``: subcommand dispatch and exit
+codes.
 
 Exit codes (README documents them): 0 = every cell has a record (a single cell: status ok);
 2 = rejected input, one line, nothing written; a single cell that ends otherwise exits with its status's
@@ -13,7 +14,8 @@ import sys
 from harness.errors import ConfigError
 
 SUBCOMMANDS = {"list": "engines, dtypes, options, models, modes and experiments",
-               "report": "leaderboards, the error matrix and the HTML page from the store (python -m reports)"}
+               "report": "leaderboards, the error matrix and the HTML page from the store (python -m reports)",
+               "prepare": "download (or --install) what the config reads: checkpoint, LPIPS and CLIP weights; --check"}
 STATUS_EXIT = {"ok": 0, "unsupported": 3, "error": 4, "oom": 5, "timeout": 6, "crashed": 7}
 REJECTED = 2
 HARNESS_FAILED = 1
@@ -29,7 +31,8 @@ def usage() -> str:
     from engines.registry import HIDDEN
 
     lines = ["usage: python -m harness [-m] [GROUP=CHOICE ...] [KEY=VALUE ...]",
-             "       python -m harness list | report [--store S --out D] | --help", "",
+             "       python -m harness list | report [--store S --out D] | --help",
+             "       python -m harness prepare [--check] [--install WHAT=PATH] [OVERRIDES]", "",
              "Runs one cell (or, with -m or a sweeping experiment, every combination) and stores its record.", "",
              "subcommands:"]
     lines += [f"  {name:8s} {text}" for name, text in SUBCOMMANDS.items()]
@@ -60,6 +63,10 @@ def _subcommand(args: list[str]) -> int | None:
 
         print_listing()
         return 0
+    if first == "prepare":
+        from harness import prepare
+
+        return prepare.main(args[1:])
     if first == "report":
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, "-m", "reports", *args[1:]])

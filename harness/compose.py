@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from harness.errors import ConfigError, UnsupportedDtype
 from harness.paths import conf_dir
 
-GROUPS = ("model", "engine", "offload", "compile", "workload", "metrics", "experiment")
+GROUPS = ("model", "engine", "offload", "compile", "lora", "workload", "metrics", "experiment")
 MULTIRUN_FLAGS = ("-m", "--multirun")
 
 

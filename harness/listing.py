@@ -31,6 +31,13 @@ def print_listing() -> None:
         print(f"  {name}")
         for line in _options(schema, "      "):
             print(line)
+    from harness.lora import options as lora_options
+
+    print("lora (lora=NAME lora.options.NAME=VALUE):")
+    for name, schema in lora_options.SCHEMAS.items():
+        print(f"  {name}")
+        for line in _options(schema, "      "):
+            print(line)
     import dataclasses
 
     from harness.schema import COMPILE_SCHEMAS
@@ -44,12 +51,14 @@ def print_listing() -> None:
 
 
 def options_markdown() -> str:
-    """README's options table: every engine's and offload mode's options, from their schemas."""
+    """README's options table: every engine's, offload mode's and LoRA choice's options, from their schemas."""
+    from harness.lora import options as lora_options
     from harness.offload import options as offload_options
 
     lines = ["| set with | option | default | valid values | meaning |", "|---|---|---|---|---|"]
     groups = [(f"engine={name}", "engine.options", get_engine_class(name).options) for name in visible()]
     groups += [(f"offload={name}", "offload.options", schema) for name, schema in offload_options.SCHEMAS.items()]
+    groups += [(f"lora={name}", "lora.options", schema) for name, schema in lora_options.SCHEMAS.items()]
     for choice, prefix, schema in groups:
         for name, default, valid, help_ in rows(schema):
             lines.append(f"| `{choice}` | `{prefix}.{name}` | `{default}` | {valid.replace('|', '/')} | {help_} |")

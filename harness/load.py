@@ -1,5 +1,9 @@
 """Load a pipeline (real or synthetic checkpoint) and quantize it with the chosen engine.
 
+Generic over pipelines: the pipeline class is the model config's (``model.pipeline``), each component's class
+the checkpoint's ``model_index.json`` entry (a diffusers or transformers class, text encoders of any
+transformers class included).
+
 Returns the pipeline and a load report: read / quantize / move seconds, per-component stored bytes
 before (from the checkpoint's safetensors headers) and after, and the engine's verification counts.
 """
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from engines.base import Engine, module_nbytes
+from engines.base import DENOISERS, Engine, module_nbytes
 from harness import checkpoint, offload, synthetic
 from harness.measure import GIB, sync
 
@@ -26,6 +30,26 @@ def checkpoint_folder(cell, device: torch.device) -> Path:
     if cell.checkpoint_path:
         return Path(cell.checkpoint_path)
     return synthetic.ensure_checkpoint(cell.model["synthetic"], cell.run["cache_dir"], device=device)
+
+
+def pipeline_class(cell) -> type:
+    """The diffusers pipeline class the model config names (a public diffusers class only)."""
+    return checkpoint.component_class("diffusers", cell.model["pipeline"])
+
+
+def component_name(cell, name: str) -> str:
+    """The pipeline attribute of component ``name``: itself, except that a denoiser name ("transformer",
+    "unet") the model does not have stands for the model's own denoiser (``model.denoiser``)."""
+    denoiser = cell.model.get("denoiser")
+    if name in DENOISERS and denoiser and name != denoiser and name not in _model_components(cell):
+        return denoiser
+    return name
+
+
+def _model_components(cell) -> tuple[str, ...]:
+    if cell.checkpoint_path:
+        return tuple(checkpoint.module_components(checkpoint.check(Path(cell.checkpoint_path))))
+    return tuple(synthetic.ARCHITECTURES[cell.model["synthetic"]].modules())
 
 
 def component_class(folder: Path, name: str) -> type:
@@ -81,14 +105,15 @@ def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: b
     and post-mode quantization runs there; otherwise the offload mode takes the components over on the CPU,
     or on the device where it accepts them there (`quantize_for_offload`)."""
     folder = checkpoint_folder(cell, device)
-    pipe_cls = synthetic.pipeline_class(cell.model["family"])
+    pipe_cls = pipeline_class(cell)
     dtype = engine.compute_dtype
     timings: dict[str, float] = {}
+    names = [component_name(cell, name) for name in cell.components]
 
     start = time.perf_counter()
     preloaded = {}
     if cell.mode == "pre":
-        for name in cell.components:
+        for name in names:
             preloaded[name] = engine.load_component(name, component_class(folder, name), str(folder),
                                                     torch_dtype=dtype)
     pipe = pipe_cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, **preloaded)
@@ -99,7 +124,7 @@ def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: b
     resident_budget = 0 if place_on_device else offload.resident_budget(
         cell.offload["name"], cell.offload.get("options") or {}, device)
     if cell.mode == "post":
-        for name in cell.components:
+        for name in names:
             module = getattr(pipe, name)
             if place_on_device:
                 module.to(device)
@@ -117,7 +142,7 @@ def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: b
     timings["load_s"] = time.perf_counter() - start
 
     components = {}
-    for name in cell.components:
+    for name in names:
         module = getattr(pipe, name)
         counts = engine.verify(name, module)
         components[name] = {"stored_gib": stored_nbytes(folder, name) / GIB,

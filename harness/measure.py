@@ -103,3 +103,20 @@ class StepClock:
 
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+#: Fewer values than this give no spread: three is the least that has a minimum, a median and a maximum apart.
+SPREAD_MIN_VALUES = 3
+
+
+def spread(values: list[float]) -> dict | None:
+    """The spread of ``values`` (one figure per timed call): ``n``, ``min``, ``q1``, ``median``, ``q3``, ``max``
+    and ``iqr`` (= q3 - q1). The values are a sample of the cell's run-to-run scatter, so the quartiles are
+    estimated as for a sample (``statistics.quantiles``' default "exclusive" method: the i-th of n sorted values
+    stands at i / (n + 1)); for three values q1 and q3 are the minimum and the maximum. None for fewer than
+    `SPREAD_MIN_VALUES` values."""
+    if len(values) < SPREAD_MIN_VALUES:
+        return None
+    q1, mid, q3 = statistics.quantiles(values, n=4)
+    return {"n": len(values), "min": min(values), "q1": q1, "median": mid, "q3": q3, "max": max(values),
+            "iqr": q3 - q1}

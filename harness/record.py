@@ -59,7 +59,8 @@ class Metrics:
     first_call_s: Optional[float] = doc("the first warm-up call, where compile and autotune land")
     steps_per_s: Optional[float] = doc("denoising steps/s: median of synchronized per-step intervals after warm-up")
     step_s: Optional[float] = doc("median seconds per denoising step (the inverse of steps_per_s)")
-    s_per_image: Optional[float] = doc("median end-to-end seconds per image: text encoding + denoising + VAE decode")
+    s_per_image: Optional[float] = doc("median end-to-end seconds per image (per video for video models): text "
+                                       "encoding + denoising + VAE decode")
     mem_after_load_gib: Optional[float] = doc("`torch.cuda.memory_allocated()` after load (host RSS on CPU, "
                                               "see memory_kind)")
     reserved_after_load_gib: Optional[float] = doc("`torch.cuda.max_memory_reserved()` after load")
@@ -73,10 +74,15 @@ class Metrics:
     memory_kind: Optional[str] = doc("`cuda` (GPU allocator figures) or `host_rss`")
     n_timed_calls: Optional[int] = doc("timed generations (prompts x seeds x repeats)")
     n_step_samples: Optional[int] = doc("per-step intervals behind steps_per_s")
+    spread: dict = doc("run-to-run spread over the timed calls, with workload.repeats >= 3 (else empty): "
+                       "`steps_per_s` and `s_per_image`, each `{n, min, q1, median, q3, max, iqr}` of every "
+                       "timed call's own figure (a call's steps/s: the inverse of its median step interval)",
+                       default={})
     harness_overhead_s: Optional[float] = doc("the cell's wall time spent outside loading and generating, up "
                                               "to the record's assembly (the store write is not in it)")
     overhead: dict = doc("harness_overhead_s in parts, seconds: `parent_s` (resume check, claim, reference "
-                         "look-up), `reap_s` (the previous cell's process finishing its exit), `start_s` (fork to "
+                         "look-up, and the imports the cell's process inherits: `imports_s`, paid by the first "
+                         "cell of a process that needs them), `reap_s` (the previous cell's process finishing its exit), `start_s` (fork to "
                          "the cell's first stage), `setup_s` (CUDA context, GPU cap, environment capture: "
                          "`env_s`), `compare_s` (writing PNGs: `images_s`; metrics vs BF16: `quality_s`), "
                          "`other_s` (the rest: stage time beyond load_s, first_call_s and the timed calls)",
@@ -100,6 +106,39 @@ class Quality:
 
 
 @dataclass
+class LoraReport:
+    """What a cell with a LoRA did with it and what the LoRA cost (the cell's metrics and quality are those
+    with the LoRA; these keys add the same cell without it)."""
+
+    how: Optional[str] = doc("`adapter` (kept beside each layer), `fused` (fused into the compute-dtype weights) "
+                             "or `fused-requantized` (fused into the dequantized weights, quantized again)")
+    what: Optional[str] = doc("what happened to the LoRA and the quantized layers, in words")
+    adapters: list = doc("the adapters loaded (one per file; `synthetic`)", default=[])
+    adapter_weights: list = doc("their weights (diffusers set_adapters)", default=[])
+    lora_layers: Optional[int] = doc("denoiser layers the LoRA adapts (every one checked to be adapted)")
+    on_quantized_layers: Optional[int] = doc("of those, layers whose base layer holds quantized weights")
+    lora_params: Optional[int] = doc("parameters of the LoRA")
+    load_s: Optional[float] = doc("loading (and fusing) the LoRA into the ready pipeline, seconds")
+    mem_with_lora_gib: Optional[float] = doc("memory after loading the LoRA (as `metrics.mem_after_load_gib`)")
+    steps_per_s_without: Optional[float] = doc("steps/s of the same cell before the LoRA was loaded")
+    s_per_image_without: Optional[float] = doc("s/image of the same cell before the LoRA was loaded")
+    peak_mem_gib_without: Optional[float] = doc("peak memory of the same cell before the LoRA was loaded")
+    speed_ratio: Optional[float] = doc("steps/s with the LoRA / without it (below 1: the LoRA slows the cell)")
+    retention_cosine: Optional[float] = doc("cosine of the LoRA's effect on the images, quantized vs BF16: "
+                                            "cos((quantized+LoRA) - quantized, (BF16+LoRA) - BF16); 1 = kept")
+    retention_psnr_db: Optional[float] = doc("PSNR of the quantized LoRA effect against the BF16 one (images on [0,1])")
+    retention_magnitude: Optional[float] = doc("|quantized effect| / |BF16 effect|: below 1 the LoRA acts weaker")
+    bf16_delta_rms: Optional[float] = doc("RMS of the LoRA's effect on the BF16 images (on [0,1]): its size")
+    unload_exact: Optional[bool] = doc("unloading restored the denoiser bit for bit (null: not checked, see "
+                                       "`unavailable`)")
+    unload_difference: list = doc("what differed after unloading, when `unload_exact` is false", default=[])
+    reference: Optional[str] = doc("key of the LoRA reference (BF16 and BF16 + LoRA images)")
+    files: list = doc("`lora=file`: each file's path, sha256, key format, layers and rank", default=[])
+    unavailable: dict = doc("`{figure: reason}` for every figure that is null", default={})
+    note: Optional[str] = doc("how to read the retention figures of this record")
+
+
+@dataclass
 class Record:
     schema_version: int = doc("version of this schema", default=SCHEMA_VERSION)
     cell_key: str = doc("resume key: the config that shapes the run, library versions, hardware")
@@ -113,11 +152,13 @@ class Record:
     components: list = doc("the quantized pipeline components", default=[])
     offload: str = doc("offload mode")
     compile: str = doc("compile mode")
+    lora: str = doc("LoRA: `none`, `file` or `synthetic` (its options: `config.lora`)", default="none")
     workload: Optional[Workload] = doc("what was generated (see `workload.*`)")
     metrics: Metrics = doc("what was measured (see `metrics.*`)", default=None)
     quality: Quality = doc("comparison with BF16 (see `quality.*`)", default=None)
     engine_report: Optional[dict] = doc("engine, dtype, mode, resolved settings, backend versions, per component: "
                                         "stored and quantized GiB, quantized/target module counts")
+    lora_report: Optional[LoraReport] = doc("what a cell with a LoRA did with it (see `lora_report.*`)")
     offload_report: Optional[dict] = doc("what the offload step did (placement, moves, GiB moved)")
     compile_report: Optional[dict] = doc("what the compile step did")
     env: Optional[dict] = doc("device and its name, CPU, Python, CUDA, driver, every library version, "
@@ -159,6 +200,8 @@ class Record:
             error=_build(ErrorInfo, outcome["error"]) if outcome.get("error") else None,
             model=spec.model["name"], engine=spec.engine, dtype=spec.dtype, mode=spec.mode,
             components=list(spec.components), offload=spec.offload["name"], compile=spec.compile["name"],
+            lora=spec.lora.get("name", "none"),
+            lora_report=_build(LoraReport, payload["lora_report"]) if payload.get("lora_report") else None,
             workload=Workload(name=work["name"], steps=work["steps"], height=work["height"], width=work["width"],
                               warmup=work["warmup"], repeats=work["repeats"], n_prompts=len(work["prompts"]),
                               n_seeds=len(work["seeds"])),
@@ -192,6 +235,7 @@ def _build(cls, data: dict):
 
 
 _NESTED = {(Record, "error"): ErrorInfo, (Record, "workload"): Workload, (Record, "metrics"): Metrics,
+           (Record, "lora_report"): LoraReport,
            (Record, "quality"): Quality}
 
 #: The quality figures compared with BF16 (the numeric fields of `Quality`).

@@ -1,5 +1,9 @@
 """BF16 reference images: computed once per (model, workload images, hardware) and reused by every
-cell that compares against them. `ensure` is the parent's step that makes sure they exist."""
+cell that compares against them. `ensure` is the parent's step that makes sure they exist.
+
+A cell with a LoRA is compared with its LoRA reference instead: the images of BF16 and of BF16 + the same
+LoRA (kept beside the layers), computed in one BF16 cell with that LoRA and cached under
+`lora_reference_key` (the workload's reference key and the LoRA's identity)."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,22 +29,53 @@ def spec_for(spec):
     config["dtype"] = "bf16"
     config["offload"] = {"name": "none", "options": {}}
     config["compile"] = {"name": "none"}
+    config["lora"] = {"name": "none", "options": {}}
     denoiser = "transformer" if spec.model["family"] == "flux" else "unet"
     return dataclasses.replace(spec, config=config, engine="bf16", dtype="bf16", mode="post",
                                components=[denoiser], engine_options={}, offload=config["offload"],
-                               compile=config["compile"], run=config["run"])
+                               compile=config["compile"], run=config["run"], lora=config["lora"])
+
+
+def lora_spec_for(spec):
+    """The BF16 cell with ``spec``'s LoRA, kept beside the layers (not fused): its images are the LoRA
+    reference of every cell with that LoRA."""
+    base = spec_for(spec)
+    lora = json.loads(json.dumps(spec.lora))
+    lora["options"]["fuse"] = False
+    config = {**base.config, "lora": lora}
+    return dataclasses.replace(base, config=config, lora=lora)
+
+
+def lora_identity(lora: dict) -> dict:
+    """What makes two LoRAs give the same images: the choice, its options (not ``fuse``: the reference
+    never fuses) and its files' content hashes."""
+    options = {k: v for k, v in (lora.get("options") or {}).items() if k not in ("fuse", "paths")}
+    return {"name": lora["name"], "options": options,
+            "files": [f["sha256"] for f in lora.get("files") or []]}
+
+
+def lora_reference_key(key: str, lora: dict) -> str:
+    """The key of the LoRA reference for reference key ``key`` and LoRA ``lora``."""
+    blob = json.dumps({"reference": key, "lora": lora_identity(lora)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def ensure(spec, key: str, run_reference) -> bool:
-    """Make sure the reference images ``key`` of ``spec`` exist; ``run_reference(ref_spec)`` computes them
-    (an isolated BF16 cell, stored as such) when they do not. Workers sharing the cache wait for the one
-    computing them. Returns True when this call computed them."""
-    if spec.is_reference or load(spec.run["cache_dir"], key) is not None:
+    """Make sure the reference images ``key`` of ``spec`` exist (for a cell with a LoRA: its LoRA
+    reference); ``run_reference(ref_spec)`` computes them (an isolated BF16 cell, stored as such) when they
+    do not. Workers sharing the cache wait for the one computing them. Returns True when this call
+    computed them."""
+    cache = spec.run["cache_dir"]
+    if spec.has_lora:
+        key, present, ref_spec = lora_reference_key(key, spec.lora), load_lora, lora_spec_for
+    else:
+        present, ref_spec = load, spec_for
+    if spec.is_reference or present(cache, key) is not None:
         return False
-    with lock(spec.run["cache_dir"], key):
-        if load(spec.run["cache_dir"], key) is not None:
+    with lock(cache, key):
+        if present(cache, key) is not None:
             return False
-        run_reference(spec_for(spec))
+        run_reference(ref_spec(spec))
     return True
 
 
@@ -77,6 +112,28 @@ def save(cache_dir: str, key: str, images: list[torch.Tensor], meta: dict) -> Pa
     (target / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     os.replace(tmp, target / "images.pt")
     return target
+
+
+def save_lora(cache_dir: str, key: str, base: list[torch.Tensor], with_lora: list[torch.Tensor],
+              meta: dict) -> Path:
+    """The LoRA reference: BF16 images without (``base.pt``) and with the LoRA (``images.pt``, written
+    last: its presence means the reference is complete)."""
+    target = folder(cache_dir, key)
+    target.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target, suffix=".tmp")
+    os.close(fd)
+    torch.save(torch.stack(base), tmp)
+    os.replace(tmp, target / "base.pt")
+    return save(cache_dir, key, with_lora, meta)
+
+
+def load_lora(cache_dir: str, key: str) -> tuple[list[torch.Tensor], list[torch.Tensor]] | None:
+    """(BF16 images, BF16 + LoRA images) of LoRA reference ``key``, or None."""
+    with_lora = load(cache_dir, key)
+    base = folder(cache_dir, key) / "base.pt"
+    if with_lora is None or not base.is_file():
+        return None
+    return list(torch.load(base, weights_only=True)), with_lora
 
 
 @contextmanager

@@ -40,11 +40,14 @@ def versions(spec: CellSpec) -> dict:
 
     out = {p: env.package_version(p) for p in CORE}
     out.update(get_engine_class(spec.engine).package_versions())
+    if spec.has_lora:
+        out["peft"] = env.package_version("peft")
     return out
 
 
 def cell_key(spec: CellSpec, hardware: str, vers: dict) -> str:
-    """Every setting that changes what runs (engine options, kernel backends included), versions, hardware."""
+    """Every setting that changes what runs (engine options, kernel backends included; a LoRA's options and
+    its files' content hashes), versions, hardware."""
     model = dict(spec.model)
     if not spec.checkpoint_path:
         model["fingerprint"] = ARCHITECTURES[model["synthetic"]].fingerprint()
@@ -55,6 +58,8 @@ def cell_key(spec: CellSpec, hardware: str, vers: dict) -> str:
                 "gpu_memory_fraction": spec.run.get("gpu_memory_fraction"), "versions": vers}
     if spec.run.get("gpu_memory_gib"):
         identity["gpu_memory_gib"] = spec.run["gpu_memory_gib"]
+    if spec.has_lora:  # cells without a LoRA keep the keys they had before LoRA became an axis
+        identity["lora"] = spec.lora
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -58,6 +58,7 @@ def run(spec: CellSpec, run_dir: str, echo=print, on_stage=None) -> Outcome:
         parent_s = time.perf_counter() - started - reference_s
         record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference, on_stage=on_stage)
         record.metrics.overhead["parent_s"] = parent_s
+        record.metrics.overhead["imports_s"] = warmed["seconds"]
         record.metrics.harness_overhead_s = harness_overhead(record, time.perf_counter() - started - reference_s)
         data = record.to_dict()
         saved = persist.save(data, run_dir, store, once=not spec.run["force"])

@@ -12,7 +12,7 @@ import dataclasses
 import secrets
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -27,13 +27,24 @@ def _doc(text: str, default: Any = MISSING, factory=None) -> Any:
 @dataclass
 class ModelConfig:
     name: str = _doc("config name of the model (letters, digits, '.', '_', '-')")
-    family: str = _doc("pipeline family: flux or sdxl")
+    family: str = _doc("model family (flux, sdxl, qwen-image, sd3, wan, ...): a synthetic architecture's family "
+                       "must match it")
+    pipeline: str = _doc("the diffusers pipeline class that runs the model (e.g. FluxPipeline, QwenImagePipeline)")
+    denoiser: str = _doc("the pipeline component that denoises (transformer or unet): engine.components' "
+                         "`denoiser`, the target of compile modes", "transformer")
     path: Optional[str] = _doc("a real checkpoint: a local diffusers folder or a Hugging Face repo id in the local "
                                "cache (loaded offline); null = the synthetic checkpoint named by `synthetic`", None)
-    synthetic: str = _doc("synthetic architecture (harness.synthetic.ARCHITECTURES)")
+    synthetic: str = _doc("synthetic architecture: conf/architectures/<name>.yaml (harness.synthetic.ARCHITECTURES)")
     resolution_factor: int = _doc("images must be a multiple of this many pixels per side", 16)
-    guidance_scale: float = _doc("guidance the model runs with (FLUX: distilled guidance; SDXL: CFG scale)", 3.5)
-    max_sequence_length: int = _doc("max sequence length of the second text encoder", 512)
+    guidance_scale: Optional[float] = _doc("guidance the model runs with (FLUX: distilled guidance; SDXL, SD3: CFG "
+                                           "scale); null = not passed", 3.5)
+    max_sequence_length: Optional[int] = _doc("max text sequence length passed to the pipeline; null = not passed",
+                                              512)
+    frames: Optional[int] = _doc("video models: frames per video (num_frames); null = an image model", None)
+    input_image: bool = _doc("an editing model: each call gets a deterministic synthetic input image of the "
+                             "workload's size", False)
+    call: Dict[str, Any] = _doc("further keyword arguments of every pipeline call (data: numbers, strings, lists)",
+                                factory=dict)
 
 
 @dataclass
@@ -49,6 +60,12 @@ class EngineConfig:
 class OffloadConfig:
     name: str = _doc("offload mode: none | model | sequential | group | balanced", "none")
     options: Any = _doc("the mode's options (its schema)", factory=dict)
+
+
+@dataclass
+class LoraConfig:
+    name: str = _doc("LoRA: none | file | synthetic", "none")
+    options: Any = _doc("the choice's options (its schema)", factory=dict)
 
 
 @dataclass
@@ -115,6 +132,7 @@ class HarnessConfig:
     engine: EngineConfig = MISSING
     offload: OffloadConfig = MISSING
     compile: CompileConfig = MISSING
+    lora: LoraConfig = MISSING
     workload: WorkloadConfig = MISSING
     metrics: MetricsConfig = MISSING
     run: RunConfig = field(default_factory=RunConfig)
@@ -163,6 +181,13 @@ def offload_nodes() -> dict[str, type]:
             for name, schema in offload_options.SCHEMAS.items()}
 
 
+def lora_nodes() -> dict[str, type]:
+    from harness.lora import options as lora_options
+
+    return {name: _node(LoraConfig, schema, f"{name.title()}LoraConfig", f"lora '{name}'")
+            for name, schema in lora_options.SCHEMAS.items()}
+
+
 def _engine_dtype(engine: str, dtype) -> str:
     """Run-directory names show the dtype a run really uses (the engine default when dtype is null)."""
     if dtype not in (None, "None", "null", ""):
@@ -176,11 +201,14 @@ _registered = False
 
 
 def register() -> None:
-    """Register every schema and the resolvers the configs use (``${uid:}``, ``${engine_dtype:...}``)."""
+    """Register every schema and the resolvers the configs use (``${uid:}``, ``${engine_dtype:...}``,
+    ``${mul:a,b}``)."""
     global _registered
     if _registered:
         return
     OmegaConf.register_new_resolver("engine_dtype", _engine_dtype, replace=True)
+    # ``${mul:a,b}``: model configs derive call arguments from the workload (FLUX.1 Kontext's max_area).
+    OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
     # Cached per config (Hydra copies the cache into every job of a sweep): one id per invocation.
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(4), use_cache=True, replace=True)
     cs = ConfigStore.instance()
@@ -190,6 +218,8 @@ def register() -> None:
         cs.store(group="engine", name=f"base_engine_{name}", node=node)
     for name, node in offload_nodes().items():
         cs.store(group="offload", name=f"base_offload_{name}", node=node)
+    for name, node in lora_nodes().items():
+        cs.store(group="lora", name=f"base_lora_{name}", node=node)
     cs.store(group="compile", name="base_compile_none", node=CompileConfig)
     cs.store(group="compile", name="base_compile_torch", node=TorchCompileConfig)
     cs.store(group="workload", name="base_workload", node=WorkloadConfig)

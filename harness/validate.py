@@ -3,7 +3,8 @@
 `validate` turns a Hydra config into a `CellSpec` (every default resolved: engine dtype, options,
 component names, checkpoint folder) or raises `ConfigError` with one message naming the valid choices.
 It checks names that reach the file system, the engine and its dtype, mode, components and options, the
-offload and compile modes and their options, the workload's bounds, the run settings (device present,
+offload and compile modes and their options, the LoRA (options; files present, safetensors, keys and
+shapes that fit the denoiser), the workload's bounds, the run settings (device present,
 store reachable and writable), and the checkpoint (present, intact, naming only diffusers / transformers
 classes). It writes nothing: a store that does not exist yet is only checked to be creatable.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from engines.base import DENOISERS
 from engines.options import check as check_options
 from engines.registry import available, get_engine_class, unknown_name_message, visible
 from harness import checkpoint
@@ -25,10 +25,6 @@ from harness.schema import COMPILE_SCHEMAS
 from harness.spec import CellSpec
 from harness.synthetic import ARCHITECTURES
 
-FAMILY_COMPONENTS = {
-    "flux": ("transformer", "text_encoder", "text_encoder_2", "vae"),
-    "sdxl": ("unet", "text_encoder", "text_encoder_2", "vae"),
-}
 #: A name that may become part of a path: letters, digits, '.', '_', '-'; no leading dot, no '..'.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 MAX_SIDE = 16384
@@ -65,14 +61,12 @@ def validate(cfg: DictConfig, check_environment: bool = True) -> CellSpec:
 
     for what, value in (("model.name", model["name"]), ("workload.name", work["name"])):
         check_name(what, value)
-    family = model["family"]
-    if family not in FAMILY_COMPONENTS:
-        raise ConfigError(unknown_name_message("model family", family, list(FAMILY_COMPONENTS)))
-    components = _resolve_components(eng["components"], family, engine_cls)
-    checkpoint_path = _checkpoint(model, family)
+    checkpoint_path, present = _checkpoint(model)
+    components = _resolve_components(eng["components"], model, present, engine_cls)
 
     data["offload"] = _offload(data["offload"])
     data["compile"] = _compile(data["compile"])
+    data["lora"] = _lora(data.get("lora"), model, checkpoint_path)
     _check_workload(work, model)
     _check_run(run)
     if check_environment:
@@ -86,7 +80,8 @@ def validate(cfg: DictConfig, check_environment: bool = True) -> CellSpec:
         data["run"] = {**run, "store": redact(run["store"])}  # the record keeps no password
     return CellSpec(config=data, engine=engine_cls.name, dtype=dtype, mode=eng["mode"], components=components,
                     engine_options=eng["options"], model=model, offload=data["offload"], compile=data["compile"],
-                    workload=work, metrics=data["metrics"], run=run, checkpoint_path=checkpoint_path)
+                    workload=work, metrics=data["metrics"], run=run, checkpoint_path=checkpoint_path,
+                    lora=data["lora"])
 
 
 def _plain(cfg: DictConfig, key: str):
@@ -121,6 +116,16 @@ def _offload(offload: dict) -> dict:
         raise ConfigError(str(exc)) from None
 
 
+def _lora(lora: dict | None, model: dict, checkpoint_path: str | None) -> dict:
+    """The LoRA block resolved and its files checked against the denoiser (`harness.lora.check`)."""
+    from harness.lora.check import resolve
+
+    try:
+        return resolve(lora, model, checkpoint_path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _compile(comp: dict) -> dict:
     name = comp["name"]
     if name not in COMPILE_SCHEMAS:
@@ -128,30 +133,43 @@ def _compile(comp: dict) -> dict:
     return comp
 
 
-def _checkpoint(model: dict, family: str) -> str | None:
+def _checkpoint(model: dict) -> tuple[str | None, list[str]]:
+    """(the real checkpoint's folder or None for the synthetic one, the model's module components)."""
+    family, pipeline = model["family"], model["pipeline"]
+    if not checkpoint.is_pipeline_name(pipeline):
+        raise ConfigError(f"model '{model['name']}': model.pipeline={pipeline!r} is not a diffusers pipeline class")
     if model.get("path"):
         try:
             folder = checkpoint.resolve(model["path"])
-            checkpoint.check(folder)
+            present = checkpoint.module_components(checkpoint.check(folder))
         except checkpoint.CheckpointError as exc:
             raise ConfigError(str(exc)) from None
-        return str(folder)
-    if model["synthetic"] not in ARCHITECTURES:
-        raise ConfigError(unknown_name_message("synthetic architecture", str(model["synthetic"]), list(ARCHITECTURES)))
-    if ARCHITECTURES[model["synthetic"]].family != family:
-        raise ConfigError(f"model '{model['name']}': synthetic architecture '{model['synthetic']}' is a "
-                          f"{ARCHITECTURES[model['synthetic']].family} model, not {family}")
-    return None
+        path: str | None = str(folder)
+    else:
+        if model["synthetic"] not in ARCHITECTURES:
+            raise ConfigError(unknown_name_message("synthetic architecture", str(model["synthetic"]),
+                                                   list(ARCHITECTURES)))
+        arch = ARCHITECTURES[model["synthetic"]]
+        if arch.family != family:
+            raise ConfigError(f"model '{model['name']}': synthetic architecture '{model['synthetic']}' is a "
+                              f"{arch.family} model, not {family}")
+        if arch.pipeline != pipeline:
+            raise ConfigError(f"model '{model['name']}': synthetic architecture '{model['synthetic']}' is run by "
+                              f"{arch.pipeline}, not model.pipeline={pipeline}")
+        path, present = None, arch.modules()
+    if model["denoiser"] not in present:
+        raise ConfigError(f"model '{model['name']}': model.denoiser={model['denoiser']!r} is not a component of "
+                          f"the checkpoint; components: {', '.join(present)}")
+    return path, present
 
 
-def _resolve_components(requested: list[str], family: str, engine_cls) -> list[str]:
-    present = FAMILY_COMPONENTS[family]
-    denoiser = next(c for c in present if c in DENOISERS)
+def _resolve_components(requested: list[str], model: dict, present: list[str], engine_cls) -> list[str]:
+    denoiser = model["denoiser"]
     out: list[str] = []
     for name in requested:
         name = denoiser if name == "denoiser" else name
         if name not in present:
-            raise ConfigError(f"component '{name}' is not part of a {family} pipeline. "
+            raise ConfigError(f"component '{name}' is not part of a {model['family']} pipeline. "
                               f"Components: denoiser, {', '.join(present)}")
         if name not in engine_cls.components:
             raise ConfigError(f"engine '{engine_cls.name}' cannot quantize '{name}'; "
@@ -180,6 +198,10 @@ def _check_workload(work: dict, model: dict) -> None:
         raise ConfigError("workload.seeds must name at least one seed")
     if any(s < 0 for s in work["seeds"]):
         raise ConfigError(f"workload.seeds must be non-negative, got {work['seeds']}")
+    frames = model.get("frames")
+    if frames is not None and not 1 <= frames <= MAX_STEPS:
+        raise ConfigError(f"model.frames must be at least 1 and at most {MAX_STEPS} (null for an image model), "
+                          f"got {frames}")
     if work["warmup"] < 0 or work["repeats"] < 1:
         raise ConfigError(f"workload.warmup must be >= 0 and workload.repeats >= 1 "
                           f"(got {work['warmup']}, {work['repeats']})")

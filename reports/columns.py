@@ -50,16 +50,32 @@ def _resolution(record: dict) -> str:
     return f"{work.get('width')}x{work.get('height')}"
 
 
+def lora_label(record: dict) -> str:
+    """The cell's LoRA in a few characters (`harness.lora.label`): ``none``, ``synthetic r16``, ``file x2``."""
+    from harness.lora import label
+
+    if (record.get("lora") or "none") == "none":
+        return "none"
+    return label((record.get("config") or {}).get("lora") or {"name": record["lora"]})
+
+
 ENGINE = Column("engine", "engine", "engine")
 DTYPE = Column("dtype", "dtype", "dtype")
 MODE = Column("mode", "mode", "mode")
 OFFLOAD = Column("offload", "offload", "offload")
 COMPILE = Column("compile", "compile", "compile")
 STATUS = Column("status", "status", "status")
+LORA = Column("lora", "LoRA", "lora", derive=lora_label)
+#: The LoRA figures of the table; the leaderboard leaves them out of a section without a LoRA cell.
+LORA_FIGURES: tuple[Column, ...] = (
+    Column("retention_cosine", "LoRA retention cos", "lora_report.retention_cosine", ".3f"),
+    Column("lora_speed_ratio", "LoRA speed x", "lora_report.speed_ratio", ".3g"),
+    Column("lora_load_s", "LoRA load s", "lora_report.load_s", ".3g"),
+)
 
 #: The leaderboard table, in display order (markdown and HTML).
 TABLE: tuple[Column, ...] = (
-    ENGINE, DTYPE, MODE, OFFLOAD, COMPILE, STATUS,
+    ENGINE, DTYPE, MODE, OFFLOAD, COMPILE, LORA, STATUS,
     Column("weight_gib", "weights GiB", "metrics.weight_gib", ".3f"),
     Column("mem_after_load_gib", "mem after load GiB", "metrics.mem_after_load_gib", ".3f"),
     Column("peak_mem_gib", "peak GiB", "metrics.peak_mem_gib", ".3f"),
@@ -73,6 +89,7 @@ TABLE: tuple[Column, ...] = (
     Column("ms_ssim", "MS-SSIM", "quality.ms_ssim", ".4f"),
     Column("lpips", "LPIPS", "quality.lpips", ".4f"),
     Column("clip_score", "CLIP", "quality.clip_score", ".2f"),
+    *LORA_FIGURES,
 )
 
 #: The leaderboard CSV, in column order: where the cell ran, the table, then what provenance is made of.
@@ -82,6 +99,10 @@ FRAME: tuple[Column, ...] = (
     *TABLE,
     Column("memory_kind", "memory kind", "metrics.memory_kind"),
     Column("synthetic", "synthetic weights", "quality.synthetic_weights"),
+    Column("lora_how", "LoRA applied", "lora_report.how"),
+    Column("retention_psnr_db", "LoRA retention PSNR dB", "lora_report.retention_psnr_db", ".2f"),
+    Column("retention_magnitude", "LoRA retention magnitude", "lora_report.retention_magnitude", ".3f"),
+    Column("lora_unload_exact", "LoRA unload exact", "lora_report.unload_exact"),
     Column("error", "error", "error.message"),
     Column("steps", "steps", "workload.steps"),
     Column("resolution", "resolution", "workload", derive=_resolution),

@@ -14,8 +14,8 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from reports import columns, matrix, offload_table, provenance
-from reports.records import groups, label
+from reports import columns, matrix, offload_table, provenance, spread
+from reports.records import groups, label, source_label
 
 CSS = resources.files("reports").joinpath("page.css").read_text(encoding="utf-8")
 
@@ -62,8 +62,9 @@ def render(records: list[dict], out_dir: str | Path, grids: list | None = None, 
            known: list[dict] | None = None) -> Path:
     """Write ``index.html`` into ``out_dir`` and return its path. ``grids`` / ``plots`` are what
     `reports.grid.render` and `reports.plots.render` returned (each shown in its model x device section);
-    ``source`` names the store on the page (`reports.records.source_label`); ``known`` are the error
-    matrix's annotations (default: the shipped ones)."""
+    ``source`` names the store on the page, as `reports.records.source_label` shows a location (an SQLite
+    file by its name only, never the rendering machine's folders; a URL without its password); ``known`` are
+    the error matrix's annotations (default: the shipped ones)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     esc = html.escape
@@ -72,7 +73,7 @@ def render(records: list[dict], out_dir: str | Path, grids: list | None = None, 
              f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{esc(title)}</h1>",
              f"<p class=\"note\">Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %Z'))}"
-             + (f" from {esc(source)}" if source else "") + f"; {len(records)} results.</p>"]
+             + (f" from {esc(source_label(source))}" if source else "") + f"; {len(records)} results.</p>"]
     sections = groups(records)
     offloaded = offload_table.has_offload(records)
     if any(provenance.is_synthetic(g) for g in sections.values()):
@@ -112,6 +113,7 @@ def _section(model: str, device: str, group: list[dict], grids: list, plots: lis
     if "warning" in info:
         parts.append(f"<p class=\"warning\">{esc(info['warning'])}</p>")
     parts.append("<div class=\"scroll\">" + _table(group) + "</div>")
+    parts.append(spread.to_html(group))
     failures = [r for r in group if r.get("status") != "ok"]
     if failures:
         parts.append("<h3>Failures</h3><ul>" + "".join(
@@ -122,10 +124,18 @@ def _section(model: str, device: str, group: list[dict], grids: list, plots: lis
             f"<figure><img class=\"plot\" alt=\"{esc(p.title)}\" src=\"{data_uri(p.path)}\">"
             f"<figcaption>{esc(p.title)}</figcaption></figure>" for p in plots) + "</div>")
     if grids:
-        parts.append("<h3>Image grids: BF16 beside each engine, same prompt and seed</h3>" + "".join(
+        parts.append("<h3>Image grids: BF16 beside each engine, same prompt and seed, and each engine's "
+                     "|engine - BF16| per pixel below</h3>" + "".join(
             f"<figure><img class=\"grid\" alt=\"{esc(model)} {esc(g.image)}\" src=\"{data_uri(g.path)}\">"
-            f"<figcaption>{esc(g.image)}: {esc(', '.join(g.tiles))}</figcaption></figure>" for g in grids))
+            f"<figcaption>{esc(g.image)}: {esc(', '.join(g.tiles))}{esc(_scale(g))}</figcaption></figure>"
+            for g in grids))
     return "\n".join(parts) + "</section>"
+
+
+def _scale(grid) -> str:
+    """A grid's difference scale for its caption ("" without a difference row)."""
+    top = getattr(grid, "difference_scale", None)
+    return f"; difference colour scale 0 .. {top:.3g} of 255" if top is not None else ""
 
 
 def _table(group: list[dict]) -> str:

@@ -1,7 +1,8 @@
 """Leaderboards: one table per (model, device), as ``leaderboard.md`` and ``leaderboard.csv``.
 
 Every table carries its provenance (`reports.provenance.summary`) and, for synthetic weights, the warning
-that the quality columns are numerical deviation only. Columns are `reports.columns.TABLE` (markdown, ok
+that the quality columns are numerical deviation only. The LoRA column and the LoRA figures (retention,
+speed with / without the LoRA, LoRA load time) appear in a section that has a cell with a LoRA. Columns are `reports.columns.TABLE` (markdown, ok
 cells first, fastest first) and `reports.columns.FRAME` (CSV, every cell in the given order).
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import columns, provenance
+from reports import columns, provenance, spread
 from reports.records import groups
 
 
@@ -30,13 +31,16 @@ def markdown(records: list[dict], sort_by: str = "steps_per_s") -> str:
     for (model, device), part in groups(records).items():
         df = frame(part).sort_values(by=["status", sort_by], ascending=[True, False], key=_status_first)
         lines += [f"## {model} on {device}", "", *provenance.markdown(provenance.summary(part)), ""]
-        table = df[list(headers)].rename(columns=headers)
+        shown = [k for k in headers if not _lora_only(k) or (df["lora"] != "none").any()]
+        table = df[shown].rename(columns=headers)
         table = table.astype(object).where(table.notna(), None)
         lines.append(table.to_markdown(index=False, floatfmt=".4g", missingval="-"))
+        lines += spread.markdown(part)
         failures = df[df["status"] != "ok"]
         if not failures.empty:
             lines += ["", "Failures:", ""]
-            lines += [f"- {r.engine}:{r.dtype} offload={r.offload} compile={r.compile}: **{r.status}** {r.error or ''}"
+            lines += [f"- {r.engine}:{r.dtype} offload={r.offload} compile={r.compile}"
+                      + (f" lora={r.lora}" if r.lora != "none" else "") + f": **{r.status}** {r.error or ''}"
                       for r in failures.itertuples()]
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -50,6 +54,11 @@ def render(records: list[dict], out_dir: str | Path, sort_by: str = "steps_per_s
     paths["markdown"].write_text(markdown(records, sort_by))
     frame(records).drop(columns=["versions"]).to_csv(paths["csv"], index=False)
     return paths
+
+
+def _lora_only(key: str) -> bool:
+    """A column that only a cell with a LoRA fills (`reports.columns.LORA` and `LORA_FIGURES`)."""
+    return key == columns.LORA.key or key in {c.key for c in columns.LORA_FIGURES}
 
 
 def _status_first(col: pd.Series) -> pd.Series:

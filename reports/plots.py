@@ -95,6 +95,8 @@ def draw(kind: str, group: list[dict], title: str):
     ok = [r for r in group if r.get("status") == "ok"]
     fig = {"tradeoff": _tradeoff, "speed": _speed, "memory": _memory}[kind](ok, title)
     _footer(fig, group)
+    if kind == "tradeoff" and fig.axes:
+        _untangle(fig.axes[0])
     return fig
 
 
@@ -135,7 +137,8 @@ def _tradeoff(records: list[dict], title: str):
                 xs.append(p.memory_gib)
                 ys.append(best)
         ax.step(xs, ys, where="post", color="crimson", alpha=0.5, zorder=2)
-        ax.legend(loc="best")
+        # Below the axes, like the bar plots' legends: it covers no point and no label.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     _label_points(ax, shown, y)
     ax.set_xlabel(_memory_label(records))
     ax.set_ylabel("PSNR vs BF16 (dB, higher is closer)")
@@ -159,7 +162,57 @@ def _label_points(ax, shown: list[Point], y) -> None:
         where = (p.memory_gib - left) / (right - left)
         ha, dx = ("right", -6) if where > 0.6 else ("left", 6) if where < 0.4 else ("center", 0)
         ax.annotate(text, (p.memory_gib, y(p)), textcoords="offset points", xytext=(dx, 7), ha=ha, va="bottom",
-                    fontsize=8)
+                    fontsize=8, gid=POINT_LABEL)
+
+
+#: ``gid`` of the trade-off plot's point labels.
+POINT_LABEL = "point-label"
+#: Radius, in points, kept clear around every marker (the Pareto ring: s=220, plus its line).
+MARKER_RADIUS_PT = 8.5
+#: Where a label may sit relative to its point, in order of preference: offset in points, alignment.
+PLACES = [((6, 7), "left", "bottom"), ((-6, 7), "right", "bottom"), ((6, -7), "left", "top"),
+          ((-6, -7), "right", "top"), ((0, 10), "center", "bottom"), ((0, -10), "center", "top"),
+          ((11, 0), "left", "center"), ((-11, 0), "right", "center"), ((8, 16), "left", "bottom"),
+          ((-8, 16), "right", "bottom"), ((8, -16), "left", "top"), ((-8, -16), "right", "top")]
+
+
+def _untangle(ax) -> None:
+    """Move each point label (once the figure's layout is final) to the first of `PLACES` where it stays
+    inside the axes and clear of every marker and of the labels already placed, top row first; a label
+    with no such place keeps the first place inside the axes."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    labels = [t for t in ax.texts if t.get_gid() == POINT_LABEL]
+    centres = [ax.transData.transform(t.xy) for t in labels]
+    radius = MARKER_RADIUS_PT * fig.dpi / 72
+    placed = []
+    for text in sorted(labels, key=lambda t: -ax.transData.transform(t.xy)[1]):
+        fallback = None
+        for (dx, dy), ha, va in PLACES:
+            text.set_position((dx, dy))
+            text.set_ha(ha)
+            text.set_va(va)
+            box = text.get_window_extent(renderer)
+            if not (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1):
+                continue
+            fallback = fallback or ((dx, dy), ha, va)
+            if not any(box.overlaps(b) for b in placed) and not any(_near(box, c, radius) for c in centres):
+                break
+        else:
+            if fallback is not None:
+                (dx, dy), ha, va = fallback
+                text.set_position((dx, dy))
+                text.set_ha(ha)
+                text.set_va(va)
+        placed.append(text.get_window_extent(renderer))
+
+
+def _near(box, centre, radius: float) -> bool:
+    """Whether ``box`` (display units) comes within ``radius`` of ``centre``."""
+    nearest_x = min(max(centre[0], box.x0), box.x1)
+    nearest_y = min(max(centre[1], box.y0), box.y1)
+    return (nearest_x - centre[0]) ** 2 + (nearest_y - centre[1]) ** 2 < radius ** 2
 
 
 def _bars(labels: list[str], series: dict[str, list[float | None]], xlabel: str, title: str):

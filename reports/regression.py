@@ -6,8 +6,11 @@
 A cell is matched across nights by what it ran (model, GPU, engine, dtype, mode, components, offload,
 compile, workload), not by its resume key, which also holds library versions: an upgrade that slows a
 cell down is exactly what this must catch. A tracked figure regresses when it is worse than the baseline by
-more than ``max(relative * |baseline|, absolute)``, thresholds from ``conf/regression.yaml``. A cell that
-was ok and is not ok any more regresses too; a missing cell is reported (or fails, with fail_on_missing).
+more than its allowance: ``max(relative * |baseline|, absolute)``, thresholds from ``conf/regression.yaml``,
+or, where the nights measured a run-to-run spread of that figure (``metrics.spread``, ``workload.repeats >= 3``),
+the larger of that and the two nights' spread (`reports.spread.allowance`: their interquartile ranges
+added), so a change the nights' own measured noise can make is not flagged. A cell that was ok and is
+not ok any more regresses too; a missing cell is reported (or fails, with fail_on_missing).
 
 The command's exit status: 0 no regression (or no baseline yet), 1 regression, 2 bad arguments or no store.
 """
@@ -21,6 +24,7 @@ import yaml
 
 from harness.paths import conf_dir
 
+from reports import spread
 from reports.columns import figure_path, lookup
 from reports.records import newest
 
@@ -146,12 +150,19 @@ def compare(tonight: list[dict], baseline: list[dict], config: dict | None = Non
             a, b = figure(old, metric), figure(new, metric)
             if a is None or b is None:
                 continue
-            allowance = max(spec.get("relative", 0.0) * abs(a), spec.get("absolute", 0.0))
+            threshold = max(spec.get("relative", 0.0) * abs(a), spec.get("absolute", 0.0))
+            noise = spread.allowance(old, new, metric)
+            allowance = max(threshold, noise)
             worse = (a - b) if spec["better"] == "higher" else (b - a)
             change = f"{(b - a) / abs(a):+.1%}" if a else f"{b - a:+.4g}"
             if worse > allowance:
+                why = ", the nights' spread" if noise > threshold else ""
                 outcome.findings.append(Finding(cell, metric, a, b, "regression",
-                                                f"{change} (allowed: {allowance:.4g} worse)"))
+                                                f"{change} (allowed: {allowance:.4g} worse{why})"))
+            elif worse > threshold:
+                outcome.findings.append(Finding(cell, metric, a, b, "note",
+                                                f"{change}: beyond the threshold ({threshold:.4g}), within the "
+                                                f"nights' spread ({noise:.4g})"))
             elif -worse > allowance and allowance > 0:
                 outcome.findings.append(Finding(cell, metric, a, b, "improvement", change))
     for key in now.keys() - before.keys():
@@ -167,7 +178,9 @@ def to_markdown(outcome: Outcome, config: dict) -> str:
     lines = [f"## Nightly regression check: {head}", "",
              f"{outcome.compared} cells compared with the previous night; {len(regressions)} regressions.", "",
              "Thresholds: " + ", ".join(f"{m} {s['better']} is better (allowed worse: {s['relative']:.0%} or "
-                                        f"{s['absolute']:g})" for m, s in config["metrics"].items()), ""]
+                                        f"{s['absolute']:g})" for m, s in config["metrics"].items())
+             + "; where the nights measured a run-to-run spread (3+ repeats), the larger of the threshold and "
+               "that spread.", ""]
     if outcome.findings:
         lines += ["| | cell | figure | previous night | tonight | change |", "|---|---|---|---|---|---|"]
         order = {"regression": 0, "improvement": 1, "note": 2}

@@ -1,11 +1,14 @@
 """The matrix as a table: one row per combination that ran (its newest record), and its pivots for display.
 
-A combination is model x device x engine x dtype x mode x offload x compile. Each row carries the status,
+A combination is model x device x engine x dtype x mode x offload x compile x LoRA (its label:
+``none``, ``synthetic r16``, ...; a row of the pivots is ``engine:dtype`` plus its LoRA when it has one). Each row carries the status,
 the exception type, the first line of the message and its normalized form, the stage the cell was in when
 it failed, its error group (`reports.matrix.groups`) and the known issues that concern it with their
 verdicts (`reports.matrix.known`). Missing values are None, never NaN.
 """
 from __future__ import annotations
+
+import re
 
 import pandas as pd
 
@@ -13,11 +16,12 @@ from harness.status import normalize_message
 from reports.matrix import groups as grouping
 from reports.matrix.known import FAILURES, VERDICTS, applies, load_known_issues, marks, verdict
 from reports.provenance import summary
+from reports.columns import lora_label
 from reports.records import device_of, newest
 
 OFFLOAD_ORDER = ("none", "model", "sequential", "group", "balanced")
 COMPILE_ORDER = ("none", "default", "max-autotune", "regional")
-CELL_KEYS = ("model", "device", "engine", "dtype", "mode", "offload", "compile")
+CELL_KEYS = ("model", "device", "engine", "dtype", "mode", "offload", "compile", "lora")
 COLUMNS = [*CELL_KEYS, "status", "error_type", "message", "normalized", "stage", "error_group",
            "known_issues", "verdicts", "disagrees", "created"]
 
@@ -25,7 +29,7 @@ COLUMNS = [*CELL_KEYS, "status", "error_type", "message", "normalized", "stage",
 def cell_key(record: dict) -> tuple:
     """The combination a record measured (`CELL_KEYS`)."""
     return (record.get("model"), device_of(record), record.get("engine"), record.get("dtype"),
-            record.get("mode") or "post", record.get("offload"), record.get("compile"))
+            record.get("mode") or "post", record.get("offload"), record.get("compile"), lora_label(record))
 
 
 def latest(records: list[dict]) -> list[dict]:
@@ -69,18 +73,27 @@ def _order(col: pd.Series) -> pd.Series:
         return col.map(_rank(COMPILE_ORDER))
     if col.name == "engine":  # the reference first
         return col.map(lambda v: (v != "bf16", v))
+    if col.name == "lora":  # no LoRA first, then by rank
+        return col.map(_lora_rank)
     return col
+
+
+def _lora_rank(label: str):
+    match = re.search(r" r(\d+)", label or "")
+    return (label != "none", label.split(" ")[0] if label else "", int(match.group(1)) if match else 0, label)
 
 
 def pivots(df: pd.DataFrame):
     """For one model x device part of the frame: ``(compile, offloads, rows)`` per compile mode, where
-    ``rows`` maps ``engine:dtype`` (+ `` pre``) to ``{offload: frame row}``."""
+    ``rows`` maps ``engine:dtype`` (+ `` pre``, + `` lora=<label>``) to ``{offload: frame row}``."""
     for comp in sorted(df["compile"].unique(), key=_rank(COMPILE_ORDER)):
         part = df[df["compile"] == comp]
         offloads = sorted(part["offload"].unique(), key=_rank(OFFLOAD_ORDER))
         rows: dict[str, dict] = {}
         for row in part.to_dict("records"):
             name = f"{row['engine']}:{row['dtype']}" + (" pre" if row["mode"] == "pre" else "")
+            if row["lora"] not in (None, "none"):
+                name += f" lora={row['lora']}"
             rows.setdefault(name, {})[row["offload"]] = row
         yield comp, offloads, rows
 

@@ -38,9 +38,11 @@ def group_ids(rows: list[dict]) -> dict[tuple, str]:
 
 
 def label(row: dict) -> str:
-    """``engine:dtype`` (+ ``pre``) ``offload=... compile=...``: one combination, as the matrix names it."""
+    """``engine:dtype`` (+ ``pre``) ``offload=... compile=...`` (+ ``lora=...``): one combination, as the
+    matrix names it."""
     mode = " pre" if row.get("mode") == "pre" else ""
-    return f"{row['engine']}:{row['dtype']}{mode} offload={row['offload']} compile={row['compile']}"
+    lora = f" lora={row['lora']}" if row.get("lora") not in (None, "none") else ""
+    return f"{row['engine']}:{row['dtype']}{mode} offload={row['offload']} compile={row['compile']}{lora}"
 
 
 def from_frame(df: pd.DataFrame) -> list[dict]:

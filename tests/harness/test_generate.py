@@ -46,3 +46,16 @@ def test_without_warm_up_the_first_timed_call_is_the_first_call():
         progress.connect(None)
     assert seen[0] == "first call (1 of 2), before its first step"
     assert seen[-1] == "timed call (2 of 2), step 3 of 3 done"
+
+
+def test_three_repeats_give_the_spread_of_every_timed_call():
+    device = torch.device("cpu")
+    out = generate(_FakePipe(), _cell(warmup=0, repeats=3, seeds=(0, 1)), device, MemoryProbe(device))
+    spread = out["spread"]
+    assert set(spread) == {"steps_per_s", "s_per_image"}
+    for figure in spread.values():
+        assert figure["n"] == 6 and figure["min"] <= figure["q1"] <= figure["median"] <= figure["q3"] <= figure["max"]
+        assert figure["iqr"] == figure["q3"] - figure["q1"]
+    assert spread["s_per_image"]["min"] > 0 and spread["steps_per_s"]["min"] > 0
+    two = generate(_FakePipe(), _cell(warmup=0, repeats=2, seeds=(0, 1)), device, MemoryProbe(device))
+    assert two["spread"] == {}  # fewer than three repeats: no spread, even with four timed calls

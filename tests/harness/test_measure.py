@@ -35,3 +35,14 @@ def test_cuda_without_an_index_resolves_to_the_first_visible_gpu(monkeypatch):
     assert env.resolve_device("cuda") == torch.device("cuda", 0)  # set_device rejects a bare "cuda"
     assert env.resolve_device("cuda:1") == torch.device("cuda", 1)
     assert env.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_spread_is_min_quartiles_median_max_of_a_sample():
+    from harness.measure import spread
+
+    assert spread([1.0, 2.0]) is None  # two values have no spread
+    assert spread([3.0, 1.0, 2.0]) == {"n": 3, "min": 1.0, "q1": 1.0, "median": 2.0, "q3": 3.0, "max": 3.0,
+                                       "iqr": 2.0}
+    s = spread([8.0, 8.5, 9.0, 9.5, 10.0, 30.0, 9.0])  # one slow outlier moves max, hardly the quartiles
+    assert (s["min"], s["median"], s["max"], s["n"]) == (8.0, 9.0, 30.0, 7)
+    assert s["q1"] == 8.5 and s["q3"] == 10.0 and s["iqr"] == 1.5

@@ -72,3 +72,26 @@ def test_full_size_configs_match_published_architectures():
     assert ARCHITECTURES["flux-schnell"].components["transformer"]["guidance_embeds"] is False
     unet = ARCHITECTURES["sdxl"].components["unet"]
     assert unet["block_out_channels"] == [320, 640, 1280] and unet["cross_attention_dim"] == 2048
+
+
+def test_a_tiny_variant_merges_its_overrides_into_its_base():
+    from harness.synthetic import merge
+
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 2}
+    assert merge(base, {"a": {"y": [3]}, "c": 4}) == {"a": {"x": 1, "y": [3]}, "b": 2, "c": 4}
+    assert base == {"a": {"x": 1, "y": [1, 2]}, "b": 2}  # the base is left as it was
+    tiny, full = ARCHITECTURES["flux-tiny"], ARCHITECTURES["flux-dev"]
+    assert tiny.classes == full.classes and tiny.components["transformer"]["num_layers"] == 2
+    assert tiny.components["vae"]["latent_channels"] == full.components["vae"]["latent_channels"] == 16
+
+
+def test_byte_tokenizer_ids_are_bytes_and_its_chat_template_renders(tmp_path):
+    from harness.synthetic import byte_tokenizer
+
+    tok = byte_tokenizer(max_length=64, chat=True)
+    assert tok("a fox").input_ids == list(b"a fox")
+    text = tok.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "a fox"}]}],
+                                   tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\na fox<|im_end|>\n<|im_start|>assistant\n"
+    tok.save_pretrained(tmp_path)
+    assert type(tok).from_pretrained(tmp_path)("é").input_ids == list("é".encode())

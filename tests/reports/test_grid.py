@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -43,3 +44,61 @@ def test_missing_reference_pngs_fall_back_to_the_cached_reference(tmp_path):
 def test_no_ok_cells_no_grid(tmp_path):
     records = [samples.record("bnb", "nf4", "oom", error="boom")]
     assert grid.render(records, tmp_path) == []
+
+
+def _difference_cells(tmp_path, colours: dict, sizes: dict | None = None):
+    """A BF16 record and one record per other name, each with one constant-colour PNG."""
+    records = []
+    for name, colour in colours.items():
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        path = folder / "image_p0_s0.png"
+        Image.new("RGB", (sizes or {}).get(name, (64, 48)), colour).save(path)
+        engine, dtype = ("bf16", "bf16") if name == "bf16" else ("sdnq", name)
+        records.append(samples.record(engine, dtype, steps_per_s=1.0, images=[path]))
+    return records
+
+
+def _count(path, colour) -> int:
+    with Image.open(path) as img:
+        return dict((c, n) for n, c in img.convert("RGB").getcolors(maxcolors=1 << 20)).get(tuple(colour), 0)
+
+
+def test_difference_row_shows_each_engine_against_bf16_in_one_scale(tmp_path):
+    from reports import difference
+
+    # |int8 - BF16| is 10/3 per pixel (one channel off by 10), |uint4 - BF16| 20 (one channel off by 60).
+    records = _difference_cells(tmp_path, {"bf16": (100, 100, 100), "int8": (110, 100, 100),
+                                           "uint4": (100, 100, 160)})
+    (g,) = grid.render(records, tmp_path / "grids", tile=64)
+    assert g.difference_scale == 20.0
+    area = 64 * 48
+    top = difference.colours(np.array([1.0]))[0]
+    low = difference.colours(np.array([(10 / 3) / 20]))[0]
+    # Each engine's map is one flat colour of the shared scale: uint4 at its top, int8 a sixth of the way.
+    assert _count(g.path, top) >= 0.9 * area and _count(g.path, low) >= 0.9 * area
+    assert "0 .. bright 20 of 255" in grid.scale_line(g.difference_scale)
+
+
+def test_an_image_equal_to_bf16_is_black_and_sizes_that_differ_get_no_map(tmp_path):
+    from reports import difference
+
+    records = _difference_cells(tmp_path, {"bf16": (90, 90, 90), "int8": (90, 90, 90), "int4": (0, 0, 0)},
+                                sizes={"int4": (32, 32)})
+    (g,) = grid.render(records, tmp_path / "grids", tile=64)
+    assert g.difference_scale == 1.0  # nothing differs: the smallest scale, not a division by zero
+    black = difference.colours(np.array([0.0]))[0]
+    assert _count(g.path, black) >= 0.9 * 64 * 48
+    ref = Image.new("RGB", (64, 48))
+    assert difference.of(Image.new("RGB", (32, 32)), ref) is None and difference.of(None, ref) is None
+
+
+def test_the_scale_is_a_high_percentile_not_one_outlier():
+    from reports import difference
+
+    ref = Image.new("RGB", (100, 100), (0, 0, 0))
+    img = Image.new("RGB", (100, 100), (3, 3, 3))
+    img.putpixel((0, 0), (255, 255, 255))  # one pixel far off
+    d = difference.of(img, ref)
+    assert d.max == 255 and abs(d.mean - (3 * 9999 + 255) / 10000) < 1e-3
+    assert difference.scale([d, None]) == 3.0 and difference.scale([None]) is None

@@ -66,3 +66,19 @@ def test_page_names_the_store_without_the_machines_folders(tmp_path):
     records = [samples.record("bf16", "bf16", steps_per_s=1.0)]
     page = html.render(records, tmp_path / "out", source=source_label(location)).read_text()
     assert "from results.sqlite;" in page and str(location.parent) not in page
+
+
+def test_page_never_prints_the_folders_of_a_store_path_it_is_given(tmp_path):
+    location = tmp_path / "machine" / "home" / "results.sqlite"
+    records = [samples.record("bf16", "bf16", steps_per_s=1.0)]
+    page = html.render(records, tmp_path / "out", source=str(location)).read_text()
+    assert "from results.sqlite;" in page and str(location.parent) not in page
+    url = html.render(records, tmp_path / "out", source="postgresql://bench:secret@db.lan/results").read_text()
+    assert "secret" not in url and "db.lan/results" in url
+
+
+def test_grid_captions_print_the_difference_scale(tmp_path):
+    page = _render(tmp_path)
+    flux = page.split("<h2>sdxl")[0]
+    assert "|engine - BF16| per pixel below" in flux
+    assert flux.count("difference colour scale 0 .. ") == 2  # one per grid (two images)

@@ -74,3 +74,39 @@ def test_tradeoff_labels_stay_inside_the_axes_clear_of_the_colour_bar(tmp_path):
             assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, \
                 text.get_text()
             assert not box.overlaps(colour_bar), text.get_text()
+
+
+def _crowded(tmp_path):
+    """The nightly's shape: the reference far right, three int8 cells at one memory with close PSNRs."""
+    return [samples.record("bf16", "bf16", steps_per_s=5.7, peak=33.9),
+            samples.record("quanto", "int8", steps_per_s=4.3, peak=22.8, psnr=40.3),
+            samples.record("sdnq", "int8", steps_per_s=5.4, peak=22.8, psnr=38.6),
+            samples.record("torchao", "int8", steps_per_s=4.3, peak=22.8, psnr=34.7),
+            samples.record("bnb", "nf4", steps_per_s=5.4, peak=18.0, psnr=22.1)]
+
+
+def test_tradeoff_labels_clear_each_other_every_marker_and_the_legend(tmp_path):
+    fig = plots.draw("tradeoff", _crowded(tmp_path), "tradeoff")
+    renderer = _boxes(fig)
+    ax = fig.axes[0]
+    labels = [t for t in ax.texts if t.get_gid() == plots.POINT_LABEL]
+    assert len(labels) == 5
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        assert not any(a.overlaps(b) for b in boxes[i + 1:]), labels[i].get_text()
+    radius = plots.MARKER_RADIUS_PT * fig.dpi / 72
+    centres = [ax.transData.transform(t.xy) for t in labels]
+    for text, box in zip(labels, boxes):
+        assert not any(plots._near(box, c, radius) for c in centres), text.get_text()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not any(legend.overlaps(b) for b in boxes)
+    assert not any(legend.x0 <= x <= legend.x1 and legend.y0 <= y <= legend.y1 for x, y in centres)
+    assert legend.y1 <= ax.get_window_extent(renderer).y0  # below the axes
+
+
+def test_the_near_check_measures_distance_to_the_box():
+    from matplotlib.transforms import Bbox
+
+    box = Bbox([[10, 10], [20, 20]])
+    assert plots._near(box, (15, 15), 1) and plots._near(box, (8, 15), 3)
+    assert not plots._near(box, (5, 15), 3) and not plots._near(box, (23, 24), 4.9)

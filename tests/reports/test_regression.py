@@ -171,3 +171,46 @@ def test_nightly_script_uses_the_one_entry_point():
     assert "PYTHON=${PYTHON:-python3}" in text
     assert '-m reports all --store' in text and '-m reports regression --store' in text
     assert "-m reports." not in text  # no module entry points of its own
+
+
+def _noisy_night(baseline, rng, day, factor=1.0, noise=0.08, calls=6, with_spread=True):
+    """One night of a fabricated history: each ok cell's timed calls scatter uniformly by +-noise around its
+    true speed (times ``factor``); the record keeps their medians and, with_spread, their spread."""
+    import statistics
+
+    from harness.measure import spread
+
+    out = night(baseline)
+    for r in out:
+        r["created"] = f"2026-12-{day:02d}T00:00:00"
+        if r["status"] != "ok":
+            continue
+        speeds = [r["metrics"]["steps_per_s"] * factor * (1 + rng.uniform(-noise, noise)) for _ in range(calls)]
+        times = [28 / s for s in speeds]
+        r["metrics"]["steps_per_s"], r["metrics"]["s_per_image"] = statistics.median(speeds), statistics.median(times)
+        if with_spread:
+            r["metrics"]["spread"] = {"steps_per_s": spread(speeds), "s_per_image": spread(times)}
+    return out
+
+
+def test_noise_the_nights_measured_is_not_a_regression_a_real_slowdown_is(baseline):
+    import random
+
+    rng = random.Random(16)
+    config = load_config()
+    history = [_noisy_night(baseline, random.Random(16 + day), day) for day in range(1, 11)]
+    bare = [_noisy_night(baseline, random.Random(16 + day), day, with_spread=False) for day in range(1, 11)]
+    # Ten noisy nights of unchanged cells (+-8% per call, 5% thresholds): nothing regresses once the spread is
+    # known, while the same medians without their spread trip the 5% threshold.
+    flagged = [compare(b, a, config).regressions for a, b in zip(history, history[1:])]
+    assert all(found == [] for found in flagged)
+    assert any(compare(b, a, config).regressions for a, b in zip(bare, bare[1:]))
+    notes = [f for a, b in zip(history, history[1:]) for f in compare(b, a, config).findings
+             if f.kind == "note" and "within the nights' spread" in f.detail]
+    assert notes  # changes beyond the threshold but within the spread are still reported
+    # A 30% slowdown is beyond any night's spread: every ok cell's speed and latency regress.
+    slow = _noisy_night(baseline, rng, 12, factor=0.7)
+    found = compare(slow, history[-1], config).regressions
+    ok_cells = sum(r["status"] == "ok" for r in baseline)
+    assert {f.metric for f in found} == {"steps_per_s", "s_per_image"} and len(found) == 2 * ok_cells
+    assert all("spread" in f.detail for f in found)
