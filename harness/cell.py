@@ -86,6 +86,7 @@ def measure(job: CellJob) -> dict:
         partial["engine_report"] = engine.report()
         engine.check_platform(device)
         offload.check(cell.offload["name"], device)
+        compilation.check(cell.compile["name"], device, cell.offload["name"], lora=cell.has_lora)
         if cell.has_lora:
             engine.check_lora(bool(cell.lora["options"].get("fuse")), device)
 
@@ -113,6 +114,7 @@ def measure(job: CellJob) -> dict:
             without, images_without = gen, gen.pop("images")
             gen, lora_report = phase.run(pipe, engine, cell, device, probe, without)
         offload_report.update(offload.stats(pipe))
+        compile_report.update(compilation.stats(pipe))
         images = gen.pop("images")
         progress.stage("compare")
         t_images = time.perf_counter()

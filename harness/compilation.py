@@ -1,13 +1,25 @@
-"""Compile modes for the denoiser: none, default, max-autotune, regional (repeated blocks only)."""
+"""Compile modes for the denoiser: none, default, max-autotune, reduce-overhead (torch.compile's modes of
+the whole denoiser), regional (its repeated blocks only), cudagraph (its forward captured and replayed as
+CUDA graphs, no compiler: `harness.cudagraph`)."""
 from __future__ import annotations
 
 import torch
 
 from engines.base import Unsupported
+from harness import cudagraph
 
 
 def denoiser(pipe) -> torch.nn.Module:
     return getattr(pipe, "transformer", None) or pipe.unet
+
+
+def check(name: str, device: torch.device, offload: str, lora: bool = False) -> None:
+    """`Unsupported` for a mode that cannot run with this device / offload mode / LoRA (before loading)."""
+    if name == "cudagraph":
+        cudagraph.check(device, offload)
+        if lora:
+            raise Unsupported("compile=cudagraph with a LoRA: the LoRA is loaded between the cell's two "
+                              "measured phases, and graphs captured before would replay the model without it")
 
 
 def apply(pipe, name: str, fullgraph: bool = False, dynamic: bool = False) -> dict:
@@ -15,12 +27,22 @@ def apply(pipe, name: str, fullgraph: bool = False, dynamic: bool = False) -> di
     if name == "none":
         return {"mode": "none"}
     model = denoiser(pipe)
-    if name in ("default", "max-autotune"):
-        model.compile(mode=None if name == "default" else "max-autotune", fullgraph=fullgraph, dynamic=dynamic)
+    if name in ("default", "max-autotune", "reduce-overhead"):
+        model.compile(mode=None if name == "default" else name, fullgraph=fullgraph, dynamic=dynamic)
         return {"mode": name, "target": type(model).__name__, "fullgraph": fullgraph, "dynamic": dynamic}
+    if name == "cudagraph":
+        pipe._graphed_denoiser = cudagraph.install(model)
+        return {"mode": "cudagraph", "target": type(model).__name__, "warmup_runs": pipe._graphed_denoiser.warmup}
     if name == "regional":
         if not hasattr(model, "compile_repeated_blocks") or not getattr(model, "_repeated_blocks", None):
             raise Unsupported(f"compile=regional: {type(model).__name__} declares no repeated blocks")
         model.compile_repeated_blocks(fullgraph=fullgraph, dynamic=dynamic)
         return {"mode": "regional", "blocks": list(model._repeated_blocks)}
     raise ValueError(f"unknown compile mode {name!r}")
+
+
+def stats(pipe) -> dict:
+    """What the compile mode did during generation ({} for modes that keep no books): graphs captured and
+    calls replayed, for cudagraph."""
+    graphed = getattr(pipe, "_graphed_denoiser", None)
+    return {} if graphed is None else {"graphs_captured": graphed.captures, "calls_replayed": graphed.replays}

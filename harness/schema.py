@@ -70,7 +70,7 @@ class LoraConfig:
 
 @dataclass
 class CompileConfig:
-    name: str = _doc("compile mode: none | default | max-autotune | regional", "none")
+    name: str = _doc("compile mode: none | default | max-autotune | reduce-overhead | regional | cudagraph", "none")
 
 
 @dataclass
@@ -81,7 +81,8 @@ class TorchCompileConfig(CompileConfig):
 
 #: Compile mode -> its schema.
 COMPILE_SCHEMAS = {"none": CompileConfig, "default": TorchCompileConfig, "max-autotune": TorchCompileConfig,
-                   "regional": TorchCompileConfig}
+                   "reduce-overhead": TorchCompileConfig, "regional": TorchCompileConfig,
+                   "cudagraph": CompileConfig}
 
 
 @dataclass

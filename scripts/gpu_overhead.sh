@@ -71,13 +71,15 @@ sweep_wall=$($PY -c "print($(now) - $start)")
 tail -8 "$OUT/sweep.txt"
 fi
 
-[[ -f "$OUT/sweep.sqlite" && -f "$OUT/cells.sqlite" ]] || exit 0
+[[ -f "$OUT/sweep.sqlite" || -f "$OUT/cells.sqlite" ]] || exit 0
 $PY - "$OUT" "${sweep_wall:-0}" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 from harness.store import ResultStore
 out, wall = sys.argv[1], float(sys.argv[2])
 def rows(store):
     res = []
+    if not os.path.isfile(f"{out}/{store}"):
+        return res
     for r in ResultStore(f"{out}/{store}").records():
         m = r["metrics"]
         res.append({"cell": f"{r['model']} {r['engine']}:{r['dtype']} offload={r['offload']} compile={r['compile']}",
