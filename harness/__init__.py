@@ -5,3 +5,8 @@ The path of one run, one module each: compose (`config`) -> validate (`validate`
 generate + measure (`generate`, `measure`) -> compare with BF16 (`reference`, `quality`) -> store
 (`result`, `store`) -> report (the `reports` package). `runner` strings them together.
 """
+import os as _os
+
+# torch.cuda.is_available() through NVML in every process of the harness: asked through the CUDA runtime
+# (torch's default), it initialises the driver, and no cell forked after that could use CUDA.
+_os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

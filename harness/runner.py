@@ -17,8 +17,6 @@ from harness.record import Record
 from harness.spec import CellSpec
 from harness.store import ResultStore
 
-# torch.cuda.is_available() through NVML: the parent must not create a CUDA context before forking.
-os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 

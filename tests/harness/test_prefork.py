@@ -86,3 +86,24 @@ def test_device_queries_answer_from_nvml_inside_the_block_only(monkeypatch, visi
     assert di.CudaInterface.get_device_properties is torch.cuda.get_device_properties
     assert "cuda" not in di.caching_worker_device_properties and "cuda" not in di.caching_worker_current_devices
     assert not torch.cuda.is_initialized()
+
+
+def test_planning_and_warm_imports_never_ask_the_cuda_runtime_for_devices(tmp_path):
+    """The runtime's device count initialises the CUDA driver, after which forked cells cannot use CUDA:
+    the parent answers every torch.cuda.is_available() through NVML (one device here, stood in for)."""
+    code = (
+        "import sys, torch\n"
+        "calls = []\n"
+        "real = torch._C._cuda_getDeviceCount\n"
+        "torch._C._cuda_getDeviceCount = lambda: calls.append(1) or real()\n"
+        "torch.cuda._device_count_nvml = lambda: 1\n"
+        "from harness import compose, prefork\n"
+        f"plan = compose.plan(['model=flux-tiny', 'engine=sdnq', 'lora=synthetic', 'run.store={tmp_path}/s.sqlite',"
+        f" 'run.cache_dir={tmp_path}/cache'])\n"
+        "spec = plan.specs[0]\n"
+        "prefork.warm(spec, 'cuda')\n"
+        "print('runtime device-count calls:', len(calls), torch.cuda.is_initialized())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "runtime device-count calls: 0 False" in out.stdout, out.stdout + out.stderr[-3000:]
