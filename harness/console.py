@@ -36,11 +36,20 @@ def _fmt(v, spec=".3g"):
     return "-" if v is None else format(v, spec)
 
 
+def lora_label(record: dict) -> str:
+    """`` lora=synthetic r16`` (see `harness.lora.label`) for a cell with a LoRA, else ""."""
+    from harness.lora import label
+
+    lora = (record.get("config") or {}).get("lora") or {"name": record.get("lora") or "none"}
+    text = label(lora)
+    return "" if text == "none" else f" lora={text}"
+
+
 def result_line(record: dict) -> str:
     """One line per finished cell, figures to 3 significant digits."""
     m, q = record["metrics"], record["quality"]
     cell = (f"{record['model']} {record['engine']}:{record['dtype']} offload={record['offload']} "
-            f"compile={record['compile']}")
+            f"compile={record['compile']}{lora_label(record)}")
     if record["status"] != "ok":
         err = record.get("error") or {}
         return f"[{record['status']}] {cell}: {err.get('type')}: {err.get('message')} (stage: {err.get('stage')})"
@@ -58,7 +67,7 @@ def summary_table(record: dict) -> str:
 
     rows = [("status", record["status"]),
             ("cell", f"{record['model']} / {record['engine']}:{record['dtype']} / offload={record['offload']} "
-                     f"/ compile={record['compile']}")]
+                     f"/ compile={record['compile']}{lora_label(record)}")]
     if record.get("error"):
         rows.append(("error", f"{record['error']['type']}: {record['error']['message']}"))
     mem = "GPU" if m.get("memory_kind") == "cuda" else "host RSS"

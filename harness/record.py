@@ -122,6 +122,7 @@ class LoraReport:
     mem_with_lora_gib: Optional[float] = doc("memory after loading the LoRA (as `metrics.mem_after_load_gib`)")
     steps_per_s_without: Optional[float] = doc("steps/s of the same cell before the LoRA was loaded")
     s_per_image_without: Optional[float] = doc("s/image of the same cell before the LoRA was loaded")
+    first_call_s_without: Optional[float] = doc("first call of the same cell before the LoRA was loaded, seconds")
     peak_mem_gib_without: Optional[float] = doc("peak memory of the same cell before the LoRA was loaded")
     speed_ratio: Optional[float] = doc("steps/s with the LoRA / without it (below 1: the LoRA slows the cell)")
     retention_cosine: Optional[float] = doc("cosine of the LoRA's effect on the images, quantized vs BF16: "

@@ -140,13 +140,18 @@ def _run_reference(ref: CellSpec, ref_key: str, ref_dir: Path, store, echo, on_s
 
 
 def harness_overhead(record: Record, total_s: float) -> float | None:
-    """Seconds of this cell spent on anything but loading + quantizing and generating: validation,
-    isolation, environment capture, quality metrics, writing images and records. (A BF16 reference
-    computed for the cell is a cell of its own and is not counted.)"""
+    """Seconds of this cell spent on anything but loading + quantizing and generating (with a LoRA: also
+    loading it, and the generation without it): validation, isolation, environment capture, quality
+    metrics, writing images and records. (A BF16 reference computed for the cell is a cell of its own and
+    is not counted.)"""
     m = record.metrics
     if m.load_s is None or m.s_per_image is None:
         return None
     work = m.load_s + (m.first_call_s or 0) + m.s_per_image * (m.n_timed_calls or 1)
+    lora = record.lora_report
+    if lora is not None:  # the same cell's generation without the LoRA, and loading the LoRA, are work too
+        work += ((lora.load_s or 0) + (lora.first_call_s_without or 0)
+                 + (lora.s_per_image_without or 0) * (m.n_timed_calls or 1))
     total = max(0.0, total_s - work)
     known = sum(m.overhead.get(k) or 0 for k in ("parent_s", "reap_s", "start_s", "setup_s", "compare_s"))
     m.overhead["other_s"] = max(0.0, total - known)

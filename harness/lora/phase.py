@@ -39,6 +39,7 @@ def run(pipe, engine, cell, device: torch.device, probe: MemoryProbe, without: d
     report.update(unload_exact=not changed, unload_difference=changed, unavailable={})
     steps, steps_without = gen.get("steps_per_s"), without.get("steps_per_s")
     report.update(steps_per_s_without=steps_without, s_per_image_without=without.get("s_per_image"),
+                  first_call_s_without=without.get("first_call_s"),
                   peak_mem_gib_without=without.get("peak_allocated_gib"),
                   speed_ratio=(steps / steps_without) if steps and steps_without else None,
                   files=cell.lora.get("files") or [])

@@ -48,3 +48,11 @@ def test_sweep_summary_counts_statuses_and_names_failed_stages():
     assert text.splitlines()[0] == ("sweep: 2 cells run (1 ok, 1 error); 1 already stored; 4 combinations "
                                     "outside an engine's dtypes skipped")
     assert "stage: load + quantize - RuntimeError: boom" in text
+
+
+def test_result_line_names_the_lora_of_a_lora_cell():
+    plain = _record("ok")
+    with_lora = {**plain, "lora": "synthetic",
+                 "config": {"lora": {"name": "synthetic", "options": {"rank": 64, "fuse": False}}}}
+    assert "lora=" not in result_line(plain)
+    assert " lora=synthetic r64 " in result_line(with_lora)

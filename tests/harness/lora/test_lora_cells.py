@@ -74,3 +74,16 @@ def test_a_board_without_lora_cells_has_no_lora_figures(lora_sweep):
     records, _, _ = lora_sweep
     plain = {**records[("flux-tiny", "sdnq")], "lora": "none", "lora_report": None}
     assert "LoRA retention" not in leaderboard.markdown([plain])
+
+
+def test_the_generation_without_the_lora_and_its_loading_are_work_not_overhead():
+    from types import SimpleNamespace
+
+    from harness.runner import harness_overhead
+
+    metrics = SimpleNamespace(load_s=2.0, first_call_s=1.0, s_per_image=0.5, n_timed_calls=2, overhead={})
+    lora = SimpleNamespace(load_s=0.25, first_call_s_without=0.75, s_per_image_without=0.5)
+    plain = harness_overhead(SimpleNamespace(metrics=metrics, lora_report=None), 10.0)
+    with_lora = harness_overhead(SimpleNamespace(metrics=metrics, lora_report=lora), 10.0)
+    assert plain == 10.0 - (2.0 + 1.0 + 2 * 0.5)
+    assert with_lora == plain - (0.25 + 0.75 + 2 * 0.5)
