@@ -10,3 +10,7 @@ import os as _os
 # torch.cuda.is_available() through NVML in every process of the harness: asked through the CUDA runtime
 # (torch's default), it initialises the driver, and no cell forked after that could use CUDA.
 _os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+# Libraries' import-time notices (e.g. diffusers on optional backends) would break the live progress
+# display; a cell sets its libraries' verbosity itself.
+for _var in ("DIFFUSERS_VERBOSITY", "TRANSFORMERS_VERBOSITY"):
+    _os.environ.setdefault(_var, "error")

@@ -1,5 +1,8 @@
 """Benchmark SDNQ on one transformer forward of a synthetic FLUX.1-dev (1024x1024: 4096 image +
-512 text tokens), against BF16 and torchao. Run on a GPU; ``--tiny`` runs a miniature on CPU.
+512 text tokens), side by side in one process against BF16 (eager, whole and regional compile, CUDA
+graph), torchao (int8 weight-only, float8 dynamic with whole and regional compile) and the public
+``sdnq`` package (int8 with and without its quantized matmul, uint4), each row's first call from an
+empty inductor / Triton cache. Run on a GPU; ``--tiny`` runs a miniature on CPU.
 
     python scripts/bench_sdnq.py --out results/bench_sdnq.json
     python scripts/bench_sdnq.py --tiny --out /tmp/bench.json          # CPU smoke test
@@ -15,6 +18,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -46,7 +50,22 @@ CONFIGS = {
     "sdnq float8_e4m3fn + qmm (regional)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, compile="regional"),
     "torchao int8 weight-only": dict(kind="torchao", recipe="int8wo"),
     "torchao float8 dynamic (compiled)": dict(kind="torchao", recipe="float8dq", compile=True),
+    "torchao float8 dynamic (regional)": dict(kind="torchao", recipe="float8dq", compile="regional"),
+    "public sdnq int8": dict(kind="public", dtype="int8"),
+    "public sdnq int8 + qmm": dict(kind="public", dtype="int8", qmm=True),
+    "public sdnq uint4": dict(kind="public", dtype="uint4"),
+    "bf16 cudagraph": dict(kind="bf16", graph=True),
+    "sdnq int8 cudagraph": dict(kind="sdnq", dtype="int8", graph=True),
+    "sdnq uint4 cudagraph": dict(kind="sdnq", dtype="uint4", graph=True),
+    "sdnq int8 + qmm cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, graph=True),
+    "sdnq float8_e4m3fn + qmm cudagraph": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, graph=True),
+    "sdnq float8_e4m3fn + qmm (regional) + cudagraph": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True,
+                                                            compile="regional", graph=True),
+    "sdnq int8 + qmm (regional) + cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, compile="regional",
+                                                   graph=True),
 }
+#: The peers SDNQ is compared with (the best of them is each row's second ratio).
+PEERS = ("torchao", "public")
 
 
 def tame_init_(model: torch.nn.Module, seed: int = 0) -> None:
@@ -119,6 +138,10 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
         engine.check_platform(torch.device(device))
         model = engine.quantize("transformer", model)
         engine.verify("transformer", model)
+    elif spec["kind"] == "public":
+        from sdnq import sdnq_post_load_quant
+        model = sdnq_post_load_quant(model, weights_dtype=spec["dtype"], use_quantized_matmul=spec.get("qmm", False),
+                                     torch_dtype=torch.bfloat16)
     elif spec["kind"] == "torchao":
         from torchao.quantization import quantize_
         if spec["recipe"] == "int8wo":
@@ -136,6 +159,9 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
             block.compile(mode=mode)
     elif spec.get("compile"):
         model = torch.compile(model, mode=mode)
+    if spec.get("graph"):  # the harness's compile=cudagraph: the whole forward as one CUDA graph
+        from harness import cudagraph
+        cudagraph.install(model)
     return model, seconds, peak
 
 
@@ -151,6 +177,11 @@ def bench_one(name, spec, base, x, ref, args):
 
 
 def _bench_one(name, spec, base, x, ref, args):
+    if args.fresh_cache:  # the first call compiles from an empty cache, as a new user's would
+        import tempfile
+        fresh = tempfile.mkdtemp(prefix="inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
+        os.environ["TRITON_CACHE_DIR"] = os.path.join(fresh, "triton")
     model, q_s, q_peak = apply(name, spec, base, args.device, args.compile_mode)
     with torch.no_grad():
         out, first = timed(lambda: model(**x)[0], args.device)
@@ -160,6 +191,7 @@ def _bench_one(name, spec, base, x, ref, args):
         profile = _profile(model, x, args) if args.profile else None
     inner = getattr(model, "_orig_mod", model)
     row = {"config": name, "s_per_step": statistics.median(times), "first_call_s": first,
+           "s_per_step_min": min(times), "s_per_step_max": max(times),
            "weights_gib": module_nbytes(inner) / 2 ** 30 if spec["kind"] != "torchao" else _ao_bytes(inner) / 2 ** 30,
            "quantize_s": q_s, "quantize_peak_extra_gib": q_peak / 2 ** 30,
            "rel_err_vs_bf16": float((out.float() - ref).norm() / ref.norm())}
@@ -233,6 +265,8 @@ def main(argv=None):
     p.add_argument("--no-pre", action="store_true", help="skip the pre-mode memory measurement")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler kernel table of one forward")
     p.add_argument("--profile-rows", type=int, default=15)
+    p.add_argument("--warm-cache", dest="fresh_cache", action="store_false",
+                   help="reuse the inductor / Triton caches between rows (default: a fresh, empty one per row)")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
                    help="override an integer constant of an engines.sdnq module, e.g. triton_dequant.NUM_WARPS=8")
     args = p.parse_args(argv)
@@ -248,7 +282,7 @@ def main(argv=None):
 
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "set": args.set,
                "torch": torch.__version__, "model": "flux-tiny" if args.tiny else "FLUX.1-dev (synthetic)",
-               "rows": [], "pre_mode": []}
+               "rows": [], "pre_mode": [], "fresh_cache": args.fresh_cache}
     if not args.no_pre:
         for dtype in ("int8", "uint4"):
             results["pre_mode"].append(bench_pre_mode(cfg, args.device, dtype))
@@ -259,12 +293,16 @@ def main(argv=None):
         ref = base(**x)[0].float()
     for name in names:
         spec = CONFIGS[name]
-        if spec["kind"] == "torchao":
+        package = {"torchao": "torchao", "public": "sdnq"}.get(spec["kind"])
+        if package is not None:
             try:
-                import torchao  # noqa: F401
+                __import__(package)
             except ImportError:
-                results["rows"].append({"config": name, "status": "torchao not installed"})
+                results["rows"].append({"config": name, "status": f"{package} not installed"})
                 continue
+        if spec.get("graph") and args.device != "cuda":
+            results["rows"].append({"config": name, "status": "CUDA graphs need a CUDA device"})
+            continue
         try:
             row = bench_one(name, spec, base, x, ref, args)
             row["status"] = "ok"
@@ -290,15 +328,27 @@ def _set_constant(item: str) -> None:
 
 
 def table(results) -> str:
-    lines = [f"\n{results['model']} on {results['device']} (torch {results['torch']})\n",
-             "| config | s/step (median) | first call (s) | weights GiB | quantize peak +GiB | rel err vs bf16 | status |",
-             "|---|---|---|---|---|---|---|"]
+    ok = {r["config"]: r for r in results["rows"] if r.get("status") == "ok"}
+    eager = ok.get("bf16 eager", {}).get("s_per_step")
+    peers = [r["s_per_step"] for n, r in ok.items() if CONFIGS.get(n, {}).get("kind") in PEERS]
+    best_peer = min(peers) if peers else None
+    lines = [f"\n{results['model']} on {results['device']} (torch {results['torch']}); first calls from "
+             f"{'an empty compile cache per row' if results.get('fresh_cache') else 'a shared compile cache'}\n",
+             "| config | s/step (median) | [min, max] | x BF16 eager | x best peer | first call (s) | weights GiB "
+             "| quantize peak +GiB | rel err vs bf16 | status |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         if r.get("status") != "ok":
-            lines.append(f"| {r['config']} | | | | | | {r['status']} |")
+            lines.append(f"| {r['config']} | | | | | | | | | {r['status']} |")
             continue
-        lines.append(f"| {r['config']} | {r['s_per_step']:.4f} | {r['first_call_s']:.1f} | {r['weights_gib']:.3f} | "
+        step = r["s_per_step"]
+        vs_eager = f"{step / eager:.3f}" if eager else "-"
+        vs_peer = f"{step / best_peer:.3f}" if best_peer else "-"
+        lines.append(f"| {r['config']} | {step:.4f} | [{r['s_per_step_min']:.4f}, {r['s_per_step_max']:.4f}] | "
+                     f"{vs_eager} | {vs_peer} | {r['first_call_s']:.1f} | {r['weights_gib']:.3f} | "
                      f"{r['quantize_peak_extra_gib']:.2f} | {r['rel_err_vs_bf16']:.4f} | ok |")
+    lines.append("\nx BF16 eager / x best peer: s/step divided by BF16 eager's / by the fastest torchao or public "
+                 "sdnq row's (below 1 = faster)")
     for p in results["pre_mode"]:
         lines.append(f"\npre mode {p['dtype']}: final {p['final_gib']:.2f} GiB, peak {p['peak_gib']:.2f} GiB, "
                      f"{p['seconds']:.1f} s")

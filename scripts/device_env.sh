@@ -12,7 +12,7 @@
 # A background job must be `setsid nohup`: a plain `&` dies with the command.
 WHEELS="antlr4-python3-runtime==4.9.3 bitsandbytes==0.50.2 diffusers==0.42.1 gguf==0.19.0 hydra-core==1.3.8
 hydra-joblib-launcher==1.2.0 joblib==1.6.0 lpips==0.1.4 nncf==3.4.0 omegaconf==2.3.0 openvino-telemetry==2025.2.0
-optimum-quanto==0.2.7 peft==0.21.2 pydot==4.0.1 torchao==0.17.0"
+optimum-quanto==0.2.7 peft==0.21.2 pydot==4.0.1 sdnq==0.2.8 torchao==0.17.0"
 PYTHON=${PYTHON:-python3}  # the interpreter (default python3)
 
 if [[ "${1:-}" == download ]]; then
