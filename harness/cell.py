@@ -29,6 +29,8 @@ class CellJob:
     reference_key: str
     #: This cell is the BF16 reference of its workload: save its images as the reference.
     save_reference: bool
+    #: This cell is a noise floor (`harness.floor`): save its images under this key in the reference cache.
+    floor_key: str | None = None
 
 
 def quiet() -> None:
@@ -135,6 +137,8 @@ def measure(job: CellJob) -> dict:
         else:
             if job.save_reference:
                 reference.save(cell.run["cache_dir"], job.reference_key, images, meta)
+            if job.floor_key:
+                reference.save(cell.run["cache_dir"], job.floor_key, images, meta)
             ref = reference.load(cell.run["cache_dir"], job.reference_key)
         if ref is None:
             quality_block = {"psnr_db": None, "ssim": None, "ms_ssim": None, "lpips": None, "clip_score": None,

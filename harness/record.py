@@ -103,6 +103,11 @@ class Quality:
     reference: Optional[str] = doc("key of the BF16 reference images compared with")
     synthetic_weights: Optional[bool] = doc("true for synthetic checkpoints: quality then means numerical deviation")
     note: Optional[str] = doc("how to read the quality columns of this record")
+    floor: Optional[dict] = doc("the noise floor of this cell's compile / offload settings (null for eager, "
+                                "non-streaming cells and cells with a LoRA): the same metrics (`psnr_db`, `ssim`, "
+                                "`ms_ssim`, `lpips`, `clip_score`, `unavailable`) of BF16 under those settings "
+                                "against the eager BF16 reference, the floor cell's `cell_key` and `status`; a "
+                                "deviation within it is no larger than compile / offload alone cause")
 
 
 @dataclass

@@ -30,9 +30,8 @@ def spec_for(spec):
     config["offload"] = {"name": "none", "options": {}}
     config["compile"] = {"name": "none"}
     config["lora"] = {"name": "none", "options": {}}
-    denoiser = "transformer" if spec.model["family"] == "flux" else "unet"
     return dataclasses.replace(spec, config=config, engine="bf16", dtype="bf16", mode="post",
-                               components=[denoiser], engine_options={}, offload=config["offload"],
+                               components=[spec.model["denoiser"]], engine_options={}, offload=config["offload"],
                                compile=config["compile"], run=config["run"], lora=config["lora"])
 
 
@@ -79,9 +78,32 @@ def ensure(spec, key: str, run_reference) -> bool:
     return True
 
 
+#: The pipeline each family's keys were made with before the pipeline was part of them: a model running it
+#: keeps its key; any other pipeline is named in the key.
+_KEYED_WITHOUT_PIPELINE = {"flux": "FluxPipeline", "sdxl": "StableDiffusionXLPipeline"}
+
+
+def _call_identity(model: dict) -> dict:
+    """The model fields that change the images beyond checkpoint, guidance and sequence length, each only
+    when it differs from its default (so keys of models at their defaults stay what they were)."""
+    out = {}
+    if model.get("pipeline") and model["pipeline"] != _KEYED_WITHOUT_PIPELINE.get(model.get("family")):
+        out["pipeline"] = model["pipeline"]
+    if model.get("frames") is not None:
+        out["frames"] = model["frames"]
+    if model.get("input_image"):
+        out["input_image"] = True
+    if model.get("call"):
+        out["call"] = model["call"]
+    return out
+
+
 def reference_key(cell, hardware: str, versions: dict) -> str:
+    """The key of ``cell``'s BF16 reference images: what the reference cell generates (checkpoint or
+    synthetic architecture, the model's call settings, prompts, seeds, steps, resolution), on which
+    hardware, with which core library versions."""
     model = cell.model
-    identity = {"checkpoint": cell.checkpoint_path,
+    identity = {**_call_identity(model),"checkpoint": cell.checkpoint_path,
                 "synthetic": None if cell.checkpoint_path else
                 f"{model['synthetic']}-{ARCHITECTURES[model['synthetic']].fingerprint()}",
                 "guidance": model["guidance_scale"], "max_seq": model["max_sequence_length"],

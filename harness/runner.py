@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import isolate, persist, prefork, reference, resume
+from harness import floor, isolate, persist, prefork, reference, resume
 from harness.errors import StoreError
 from harness.record import Record
 from harness.spec import CellSpec
@@ -51,10 +51,15 @@ def run(spec: CellSpec, run_dir: str, echo=print, on_stage=None) -> Outcome:
         t_ref = time.perf_counter()
         computed = reference.ensure(spec, ref_key, lambda ref: problems.extend(
             _run_reference(ref, ref_key, Path(run_dir) / "reference", store, echo, on_stage)))
+        floor_key = floor.key(spec, ref_key)
+        computed |= floor.ensure(spec, floor_key, lambda cell: problems.extend(
+            _run_floor(cell, ref_key, floor_key, Path(run_dir) / "floor", store, echo, on_stage)))
         reference_s = time.perf_counter() - t_ref if computed else 0.0
 
         parent_s = time.perf_counter() - started - reference_s
-        record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference, on_stage=on_stage)
+        record = _measure(spec, ident, ref_key, run_dir, save_reference=spec.is_reference, on_stage=on_stage,
+                          floor_key=floor_key if floor.is_floor(spec) else None)
+        floor.settle(record, spec, floor_key)
         record.metrics.overhead["parent_s"] = parent_s
         record.metrics.overhead["imports_s"] = warmed["seconds"]
         record.metrics.harness_overhead_s = harness_overhead(record, time.perf_counter() - started - reference_s)
@@ -112,10 +117,11 @@ def already_stored(spec: CellSpec) -> dict | None:
 
 
 def _measure(spec: CellSpec, ident: resume.Identity, ref_key: str, run_dir: str, save_reference: bool,
-             on_stage=None) -> Record:
+             on_stage=None, floor_key: str | None = None) -> Record:
     from harness.cell import CellJob, measure
 
-    outcome = isolate.in_child(measure, CellJob(spec, run_dir, ref_key, save_reference=save_reference),
+    job = CellJob(spec, run_dir, ref_key, save_reference=save_reference, floor_key=floor_key)
+    outcome = isolate.in_child(measure, job,
                                spec.run["timeout_s"], on_stage=on_stage)
     record = Record.assemble(spec, ident.key, outcome, run_dir, ident.parent_env())
     timing = outcome.get("timing") or {}
@@ -136,6 +142,20 @@ def _run_reference(ref: CellSpec, ref_key: str, ref_dir: Path, store, echo, on_s
     saved = persist.save(record.to_dict(), str(ref_dir), store, once=not ref.run["force"])
     if record.status != "ok":
         echo(f"reference run ended with status {record.status}: {record.error.message if record.error else ''}")
+    return list(saved.problems)
+
+
+def _run_floor(cell: CellSpec, ref_key: str, floor_key: str, floor_dir: Path, store, echo,
+               on_stage=None) -> list[str]:
+    """Compute the noise floor ``floor_key`` in its own isolated BF16 cell, stored as the bf16 cell it is."""
+    echo(f"computing the noise floor: {cell.label()}")
+    ident = resume.identify(cell)
+    record = _measure(cell, ident, ref_key, str(floor_dir), save_reference=False, floor_key=floor_key,
+                      on_stage=None if on_stage is None else (lambda name: on_stage(f"noise floor: {name}")))
+    floor.settle(record, cell, floor_key)
+    saved = persist.save(record.to_dict(), str(floor_dir), store, once=not cell.run["force"])
+    if record.status != "ok":
+        echo(f"noise floor run ended with status {record.status}: {record.error.message if record.error else ''}")
     return list(saved.problems)
 
 

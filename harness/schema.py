@@ -95,6 +95,9 @@ class WorkloadConfig:
     width: int = _doc("image width (a multiple of the model's resolution factor)", 64)
     warmup: int = _doc("untimed generations before the timed ones; the first gives first_call_s", 1)
     repeats: int = _doc("timed repetitions of the whole prompt x seed set", 1)
+    prompt_set: Optional[str] = _doc("a shipped prompt set (conf/prompts/<name>.yaml) that replaces `prompts` "
+                                     "(then prompts: []); null = the prompts listed here", None)
+    prompt_count: Optional[int] = _doc("with prompt_set: its first this many prompts; null = all of them", None)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from engines.options import check as check_options
 from engines.registry import available, get_engine_class, unknown_name_message, visible
-from harness import checkpoint
+from harness import checkpoint, prompts
 from harness.errors import ConfigError, UnsupportedDtype
 from harness.schema import COMPILE_SCHEMAS
 from harness.spec import CellSpec
@@ -67,6 +67,7 @@ def validate(cfg: DictConfig, check_environment: bool = True) -> CellSpec:
     data["offload"] = _offload(data["offload"])
     data["compile"] = _compile(data["compile"])
     data["lora"] = _lora(data.get("lora"), model, checkpoint_path)
+    prompts.expand(work)
     _check_workload(work, model)
     _check_run(run)
     if check_environment:

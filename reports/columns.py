@@ -59,6 +59,48 @@ def lora_label(record: dict) -> str:
     return label((record.get("config") or {}).get("lora") or {"name": record["lora"]})
 
 
+def floor_value(metric: str) -> Callable[[dict], Any]:
+    """``record -> `` its noise floor's ``metric`` (None without a floor)."""
+    return lambda record: (lookup(record, "quality.floor") or {}).get(metric)
+
+
+def _deviation(block: dict, metric: str) -> float | None:
+    """``metric`` of a quality block, a PSNR left null because the images are identical read as infinite."""
+    value = block.get(metric)
+    if value is None and metric == "psnr_db" and "identical" in str((block.get("unavailable") or {}).get(metric)):
+        return float("inf")
+    return value
+
+
+#: Under a table with noise floors: how to read them.
+FLOOR_NOTE = ("Noise floor: BF16 under the cell's compile / offload settings against eager BF16, the reference "
+              "every cell is compared with. `within` = the cell is no further from eager BF16 than that floor "
+              "(PSNR at least the floor's, LPIPS at most): its deviation cannot be told from what compile / "
+              "offload cause on their own; `beyond` = the rest is the quantization's; `floor` = the floor cell.")
+
+#: The metrics a deviation is read against its floor with (those the published comparisons report).
+FLOOR_METRICS = ("psnr_db", "lpips")
+
+
+def floor_verdict(record: dict) -> str | None:
+    """How the cell's deviation from BF16 compares with its noise floor: ``floor`` (the cell is the floor
+    cell), ``within`` (every metric of `FLOOR_METRICS` both have is no further from the reference than the
+    floor's), ``beyond``, ``floor n/a`` (no figures of the floor); None for a cell without a floor."""
+    from harness.floor import within
+
+    floor = lookup(record, "quality.floor")
+    if not floor:
+        return None
+    if floor.get("cell_key") and floor.get("cell_key") == record.get("cell_key"):
+        return "floor"
+    quality = record.get("quality") or {}
+    verdicts = [within(_deviation(quality, m), _deviation(floor, m), m) for m in FLOOR_METRICS]
+    known = [v for v in verdicts if v is not None]
+    if not known:
+        return "floor n/a"
+    return "within" if all(known) else "beyond"
+
+
 ENGINE = Column("engine", "engine", "engine")
 DTYPE = Column("dtype", "dtype", "dtype")
 MODE = Column("mode", "mode", "mode")
@@ -71,6 +113,13 @@ LORA_FIGURES: tuple[Column, ...] = (
     Column("retention_cosine", "LoRA retention cos", "lora_report.retention_cosine", ".3f"),
     Column("lora_speed_ratio", "LoRA speed x", "lora_report.speed_ratio", ".3g"),
     Column("lora_load_s", "LoRA load s", "lora_report.load_s", ".3g"),
+)
+
+#: The noise-floor figures (`harness.floor`); the reports leave them out of a section without a floor.
+FLOOR_FIGURES: tuple[Column, ...] = (
+    Column("floor_psnr_db", "floor PSNR dB", "quality.floor", ".2f", derive=floor_value("psnr_db")),
+    Column("floor_lpips", "floor LPIPS", "quality.floor", ".4f", derive=floor_value("lpips")),
+    Column("vs_floor", "vs noise floor", "quality.floor", derive=floor_verdict),
 )
 
 #: The leaderboard table, in display order (markdown and HTML).
@@ -89,6 +138,7 @@ TABLE: tuple[Column, ...] = (
     Column("ms_ssim", "MS-SSIM", "quality.ms_ssim", ".4f"),
     Column("lpips", "LPIPS", "quality.lpips", ".4f"),
     Column("clip_score", "CLIP", "quality.clip_score", ".2f"),
+    *FLOOR_FIGURES,
     *LORA_FIGURES,
 )
 
@@ -99,6 +149,8 @@ FRAME: tuple[Column, ...] = (
     *TABLE,
     Column("memory_kind", "memory kind", "metrics.memory_kind"),
     Column("synthetic", "synthetic weights", "quality.synthetic_weights"),
+    Column("floor_ssim", "floor SSIM", "quality.floor", ".4f", derive=floor_value("ssim")),
+    Column("floor_cell", "floor cell", "quality.floor", derive=floor_value("cell_key")),
     Column("lora_how", "LoRA applied", "lora_report.how"),
     Column("retention_psnr_db", "LoRA retention PSNR dB", "lora_report.retention_psnr_db", ".2f"),
     Column("retention_magnitude", "LoRA retention magnitude", "lora_report.retention_magnitude", ".3f"),

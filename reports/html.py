@@ -1,7 +1,8 @@
 """The report page (``index.html``), self-contained: it opens from disk and fetches nothing.
 
 One section per (model, device): provenance, a sortable table of every cell (`reports.columns.TABLE`; click
-a header, click again to reverse), the failures, the plots and the image grids, every image inlined as a
+a header, click again to reverse; the noise-floor columns only where a cell has a floor, and each PSNR / LPIPS
+within or beyond it titled so), the failures, the plots and the image grids, every image inlined as a
 base64 ``data:`` URI, CSS (``page.css``) and JS inline. Then the error matrix (`reports.matrix.to_html`) and,
 when the results include offloaded cells, the offload table (`reports.offload_table`).
 """
@@ -113,6 +114,8 @@ def _section(model: str, device: str, group: list[dict], grids: list, plots: lis
     if "warning" in info:
         parts.append(f"<p class=\"warning\">{esc(info['warning'])}</p>")
     parts.append("<div class=\"scroll\">" + _table(group) + "</div>")
+    if any(columns.floor_verdict(r) is not None for r in group):
+        parts.append(f"<p class=\"note floor-note\">{esc(columns.FLOOR_NOTE)}</p>")
     parts.append(spread.to_html(group))
     failures = [r for r in group if r.get("status") != "ok"]
     if failures:
@@ -138,24 +141,41 @@ def _scale(grid) -> str:
     return f"; difference colour scale 0 .. {top:.3g} of 255" if top is not None else ""
 
 
+def _floor_title(column, record: dict, verdict: str | None) -> str:
+    """The ``title`` attribute marking a quality figure within (or beyond) the cell's noise floor."""
+    if verdict not in ("within", "beyond") or column.key not in columns.FLOOR_METRICS:
+        return ""
+    floor = (record.get("quality") or {}).get("floor") or {}
+    base = floor.get(column.key)
+    what = "within the noise floor" if verdict == "within" else "beyond the noise floor"
+    extra = f" (BF16 with the same compile / offload: {format(base, column.fmt)})" if isinstance(base, float) else ""
+    return f" title=\"{html.escape(what + extra)}\" class=\"floor-{verdict}\""
+
+
 def _table(group: list[dict]) -> str:
     """The leaderboard table of one section: ok cells first, fastest first; numbers carry ``data-sort``."""
     esc = html.escape
     rows = sorted(group, key=lambda r: (r.get("status") != "ok", -((r.get("metrics") or {}).get("steps_per_s") or 0)))
+    has_floor = any(columns.floor_verdict(r) is not None for r in group)
+    shown = [c for c in columns.TABLE if has_floor or c not in columns.FLOOR_FIGURES]
     head = "".join(f"<th class=\"{'num' if c.numeric else 'text'}\" data-key=\"{c.key}\">{esc(c.label)}</th>"
-                   for c in columns.TABLE)
+                   for c in shown)
     body = []
     for r in rows:
         cells = []
-        for c in columns.TABLE:
+        verdict = columns.floor_verdict(r)
+        for c in shown:
             value = c.get(r)
             if c.numeric:
                 if isinstance(value, (int, float)) and math.isfinite(value):
-                    cells.append(f"<td data-sort=\"{value!r}\">{format(value, c.fmt)}</td>")
+                    title = _floor_title(c, r, verdict)
+                    cells.append(f"<td data-sort=\"{value!r}\"{title}>{format(value, c.fmt)}</td>")
                 else:
                     cells.append("<td data-sort=\"\">-</td>")
             else:
                 css = "text" + (f" status-{'ok' if value == 'ok' else 'bad'}" if c is columns.STATUS else "")
+                if c.key == "vs_floor" and value is not None:
+                    css += f" floor-{value.replace(' ', '-').replace('/', '')}"
                 cells.append(f"<td class=\"{css}\">{esc(str(value if value is not None else '-'))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<table class=\"sortable leaderboard\"><thead><tr>{head}</tr></thead>"

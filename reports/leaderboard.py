@@ -2,7 +2,8 @@
 
 Every table carries its provenance (`reports.provenance.summary`) and, for synthetic weights, the warning
 that the quality columns are numerical deviation only. The LoRA column and the LoRA figures (retention,
-speed with / without the LoRA, LoRA load time) appear in a section that has a cell with a LoRA. Columns are `reports.columns.TABLE` (markdown, ok
+speed with / without the LoRA, LoRA load time) appear in a section that has a cell with a LoRA. The noise-floor
+columns (`reports.columns.FLOOR_FIGURES`) and their note appear in a section that has a cell with a floor. Columns are `reports.columns.TABLE` (markdown, ok
 cells first, fastest first) and `reports.columns.FRAME` (CSV, every cell in the given order).
 """
 from __future__ import annotations
@@ -31,10 +32,14 @@ def markdown(records: list[dict], sort_by: str = "steps_per_s") -> str:
     for (model, device), part in groups(records).items():
         df = frame(part).sort_values(by=["status", sort_by], ascending=[True, False], key=_status_first)
         lines += [f"## {model} on {device}", "", *provenance.markdown(provenance.summary(part)), ""]
-        shown = [k for k in headers if not _lora_only(k) or (df["lora"] != "none").any()]
+        has_floor = df["vs_floor"].notna().any()
+        shown = [k for k in headers if (not _lora_only(k) or (df["lora"] != "none").any())
+                 and (not _floor_only(k) or has_floor)]
         table = df[shown].rename(columns=headers)
         table = table.astype(object).where(table.notna(), None)
         lines.append(table.to_markdown(index=False, floatfmt=".4g", missingval="-"))
+        if has_floor:
+            lines += ["", columns.FLOOR_NOTE]
         lines += spread.markdown(part)
         failures = df[df["status"] != "ok"]
         if not failures.empty:
@@ -59,6 +64,11 @@ def render(records: list[dict], out_dir: str | Path, sort_by: str = "steps_per_s
 def _lora_only(key: str) -> bool:
     """A column that only a cell with a LoRA fills (`reports.columns.LORA` and `LORA_FIGURES`)."""
     return key == columns.LORA.key or key in {c.key for c in columns.LORA_FIGURES}
+
+
+def _floor_only(key: str) -> bool:
+    """A column that only a cell with a noise floor fills (`reports.columns.FLOOR_FIGURES`)."""
+    return key in {c.key for c in columns.FLOOR_FIGURES}
 
 
 def _status_first(col: pd.Series) -> pd.Series:

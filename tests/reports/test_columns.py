@@ -30,7 +30,7 @@ def test_the_check_rejects_a_wrong_path():
 def test_table_columns_are_in_the_frame_and_numbers_have_a_format():
     assert all(columns.BY_KEY[c.key] is c for c in columns.TABLE)
     assert {c.key for c in columns.TABLE if not c.numeric} == {"engine", "dtype", "mode", "offload", "compile",
-                                                                "lora", "status"}
+                                                                "lora", "status", "vs_floor"}
 
 
 def test_tracked_regression_figures_resolve_to_schema_paths():

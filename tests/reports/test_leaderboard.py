@@ -44,5 +44,6 @@ def test_table_headers_are_the_column_labels(tmp_path):
     md = render([_record("bf16", "bf16", "ok", 5.8)], tmp_path)["markdown"].read_text()
     header = next(line for line in md.splitlines() if line.startswith("| engine"))
     lora_only = {columns.LORA.key, *(c.key for c in columns.LORA_FIGURES)}  # shown where a cell has a LoRA
+    lora_only |= {c.key for c in columns.FLOOR_FIGURES}  # and where a cell has a noise floor
     assert [h.strip() for h in header.strip("|").split("|")] == [c.label for c in columns.TABLE
                                                                   if c.key not in lora_only]
