@@ -1,9 +1,11 @@
 """The quantized-diffusion benchmark harness.
 
-The path of one run, one module each: compose (`config`) -> validate (`validate`) -> isolate
-(`isolate`) -> load + quantize (`load`) -> offload (`offload`) -> compile (`compile`) -> warm up +
-generate + measure (`generate`, `measure`) -> compare with BF16 (`reference`, `quality`) -> store
-(`result`, `store`) -> report (the `reports` package). `runner` strings them together.
+The path of one run, one module each: compose (`compose`, `schema`) -> validate (`validate`) -> isolate
+(`isolate`, with the parent's warm imports in `prefork`) -> load + quantize (`load`, `synthetic`,
+`checkpoint`) -> offload (`offload`) -> compile (`compilation`, `cudagraph`) -> warm up + generate +
+measure (`generate`, `measure`) -> LoRA (`lora`) -> compare with BF16 (`reference`, `floor`, `quality`) ->
+store (`record`, `persist`, `store`) -> report (the `reports` package). `runner` strings them together in
+the parent; `cell` is what runs in the cell's own process.
 """
 import os as _os
 

@@ -124,7 +124,8 @@ def measure(job: CellJob) -> dict:
         overhead["images_s"] = time.perf_counter() - t_images
         t_quality = time.perf_counter()
 
-        texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]]
+        texts = [p for p in cell.workload["prompts"] for _ in cell.workload["seeds"]
+                 for _ in range(frames_per_output(images, cell))]
         meta = {"cell": cell.config, "env": partial["env"]}
         ref_key = job.reference_key
         if cell.has_lora:
@@ -187,16 +188,27 @@ def measure(job: CellJob) -> dict:
         raise
 
 
+def frames_per_output(images: list, cell: CellSpec) -> int:
+    """Images per prompt x seed: 1 for an image model, the frames of each video for a video model."""
+    outputs = len(cell.workload["prompts"]) * len(cell.workload["seeds"])
+    return max(1, len(images) // max(1, outputs))
+
+
 def save_images(images: list[torch.Tensor], out_dir: Path, cell: CellSpec) -> list[Path]:
+    """One PNG per image, in workload order: ``image_p{prompt}_s{seed}.png``; a video's every frame as
+    ``image_p{prompt}_s{seed}_f{frame}.png``."""
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    frames = frames_per_output(images, cell)
     paths = []
     i = 0
     for p_idx, _ in enumerate(cell.workload["prompts"]):
         for seed in cell.workload["seeds"]:
-            path = out_dir / f"image_p{p_idx}_s{seed}.png"
-            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)
-            paths.append(path)
-            i += 1
+            for f in range(frames):
+                name = f"image_p{p_idx}_s{seed}" + (f"_f{f}" if frames > 1 else "") + ".png"
+                path = out_dir / name
+                Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)
+                paths.append(path)
+                i += 1
     return paths

@@ -15,6 +15,9 @@ def denoiser(pipe) -> torch.nn.Module:
 
 def check(name: str, device: torch.device, offload: str, lora: bool = False) -> None:
     """`Unsupported` for a mode that cannot run with this device / offload mode / LoRA (before loading)."""
+    if name == "reduce-overhead" and device.type != "cuda":
+        raise Unsupported("compile=reduce-overhead is torch.compile with CUDA graphs; on a "
+                          f"{device.type} device it would be plain inductor (compile=default)")
     if name == "cudagraph":
         cudagraph.check(device, offload)
         if lora:

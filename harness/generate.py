@@ -46,9 +46,21 @@ def frames_of(output) -> torch.Tensor:
     return images.flatten(0, images.dim() - 4)
 
 
+class NonFiniteOutput(RuntimeError):
+    """The pipeline produced NaN or infinite pixels: the cell failed (its images would otherwise read as
+    black, and black against a black reference as a perfect score)."""
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images (N, C, H, W) -> uint8, the precision a saved PNG keeps."""
-    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    """[0, 1] float images (N, C, H, W) -> uint8, the precision a saved PNG keeps; `NonFiniteOutput` when any
+    pixel is NaN or infinite."""
+    images = images.float()
+    finite = torch.isfinite(images)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise NonFiniteOutput(f"the pipeline produced {bad} non-finite (NaN / inf) pixel values of "
+                              f"{images.numel()}")
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
 def generate(pipe, cell, device: torch.device, probe: MemoryProbe, label: str = "") -> dict:

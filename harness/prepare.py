@@ -52,6 +52,8 @@ class Need:
     repo: str | None = None
     #: Why it cannot be fetched here (a local folder the user names, a package to install); "" when it can.
     manual: str = ""
+    #: The config names this file's place itself (a metrics.*_path), rather than a default location.
+    configured: bool = False
 
 
 def usage() -> str:
@@ -199,18 +201,19 @@ def needs_of(cfg: dict) -> list[Need]:
 
 def _linear_layers(configured: str | None) -> Need:
     """LPIPS's v0.1 linear layers: ``metrics.lpips_linear_path``, else the copy the lpips package ships. Never
-    downloaded: they come with the package (or ``--install lpips-linear=FILE``)."""
+    downloaded: they come with the package (or ``--install lpips-linear=FILE`` to the configured path)."""
     try:
         import lpips
 
         target = Path(configured or Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth")
-        manual = (f"not at {target}: they ship with the lpips package (reinstall it), or --install "
-                  "lpips-linear=FILE installs your copy")
+        manual = (f"not at {target}: they ship with the lpips package (reinstall it), or set "
+                  "metrics.lpips_linear_path to your copy")
     except ImportError:
         target = Path(configured) if configured else None
         manual = "the lpips package is not installed: pip install -e '.[metrics]' (its linear layers ship with it)"
     found = _file(target)
-    return Need("lpips-linear", "LPIPS v0.1 linear layers", found, target=target, manual="" if found else manual)
+    return Need("lpips-linear", "LPIPS v0.1 linear layers", found, target=target, manual="" if found else manual,
+                configured=bool(configured))
 
 
 def _file(path: Path | None) -> Path | None:
@@ -274,6 +277,16 @@ def _source(name: str, path: Path, needs: list[Need]) -> Path:
         return path
     if not path.is_file():
         raise ConfigError(f"--install {name}={path}: not a file")
+    if name == "lpips-linear":
+        if not need.configured:
+            raise ConfigError("--install lpips-linear: the LPIPS linear layers ship with the lpips package, and "
+                              "prepare never writes into an installed package; set metrics.lpips_linear_path=FILE "
+                              "to use your copy (or to name where --install puts it)")
+        from harness.quality import lpips_linear_problem
+
+        problem = lpips_linear_problem(path)
+        if problem:
+            raise ConfigError(f"--install lpips-linear: {problem}")
     if name == "alexnet" and not fetch.sha256(path).startswith(fetch.ALEXNET_SHA256_PREFIX):
         raise ConfigError(f"--install alexnet={path}: not torchvision's AlexNet weights (its SHA-256 does not start "
                           f"with {fetch.ALEXNET_SHA256_PREFIX})")

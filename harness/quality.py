@@ -69,6 +69,26 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained weights a metric needs are not on disk."""
 
 
+#: LPIPS v0.1 (AlexNet) linear layers: one 1x1 convolution per AlexNet stage, its channels.
+LPIPS_LINEAR_CHANNELS = (64, 192, 384, 256, 256)
+
+
+def lpips_linear_problem(path: Path) -> str | None:
+    """Why ``path`` is not an LPIPS v0.1 AlexNet linear-layer file (a tensors-only torch file holding
+    ``lin{i}.model.1.weight`` of shape (1, C, 1, 1) for each stage), or None when it is one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure: not such a file
+        return f"{path} is not a torch tensors file ({type(exc).__name__})"
+    if not isinstance(state, dict):
+        return f"{path} does not hold a state dict"
+    for i, channels in enumerate(LPIPS_LINEAR_CHANNELS):
+        t = state.get(f"lin{i}.model.1.weight")
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (1, channels, 1, 1):
+            return f"{path} does not hold LPIPS v0.1 AlexNet linear layers (lin{i}.model.1.weight: 1x{channels}x1x1)"
+    return None
+
+
 def _torch_hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -89,6 +109,9 @@ def lpips_model(cfg: dict):
     linear = Path(cfg.get("lpips_linear_path") or Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth")
     if not linear.is_file():
         raise WeightsUnavailable(f"LPIPS v0.1 linear weights not on disk (looked for {linear})")
+    problem = lpips_linear_problem(linear)
+    if problem:
+        raise WeightsUnavailable(problem)
     model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
     backbone = torchvision.models.alexnet()
     state = torch.load(alex, map_location="cpu", weights_only=True)
@@ -120,8 +143,13 @@ def clip_score(images: torch.Tensor, texts: list[str], cfg: dict) -> float:
     from transformers import CLIPModel, CLIPProcessor
 
     folder = _local_model_folder(cfg.get("clip_model") or "")
-    model = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
-    processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
+    try:
+        model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+        processor = CLIPProcessor.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - a folder that is no usable CLIP model: the metric is unavailable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise WeightsUnavailable(f"CLIP model folder {folder} could not be loaded (safetensors weights only): "
+                                 f"{type(exc).__name__}: {first}") from None
     pixels = processor(images=[(im * 255).round().to(torch.uint8) for im in images], return_tensors="pt")
     tokens = processor(text=list(texts), return_tensors="pt", padding=True, truncation=True)
     image_emb = _embedding(model.get_image_features(pixel_values=pixels["pixel_values"]))

@@ -203,9 +203,29 @@ def _check_workload(work: dict, model: dict) -> None:
     if frames is not None and not 1 <= frames <= MAX_STEPS:
         raise ConfigError(f"model.frames must be at least 1 and at most {MAX_STEPS} (null for an image model), "
                           f"got {frames}")
+    stride = VIDEO_FRAME_STRIDE.get(model["family"])
+    if frames is not None and stride is None:
+        raise ConfigError(f"model.frames is for video models ({', '.join(VIDEO_FRAME_STRIDE)}); model "
+                          f"'{model['name']}' ({model['family']}) makes images: leave it null")
+    if frames is not None and frames % stride != 1 % stride:
+        raise ConfigError(f"model.frames={frames}: a {model['family']} video has {stride}k + 1 frames (its VAE "
+                          f"compresses time {stride}x), e.g. {frames - frames % stride + 1}")
+    owned = sorted(set(model.get("call") or {}) & HARNESS_CALL_ARGUMENTS)
+    if owned:
+        raise ConfigError(f"model.call may not set {', '.join(owned)}: the harness sets them from the workload and "
+                          f"the model config (workload.height/width/steps, model.guidance_scale, model.frames, ...)")
     if work["warmup"] < 0 or work["repeats"] < 1:
         raise ConfigError(f"workload.warmup must be >= 0 and workload.repeats >= 1 "
                           f"(got {work['warmup']}, {work['repeats']})")
+
+
+#: Video families -> their frame stride: a video has stride * k + 1 frames.
+VIDEO_FRAME_STRIDE = {"wan": 4}
+#: Pipeline-call arguments the harness sets itself; `model.call` may not override them.
+HARNESS_CALL_ARGUMENTS = frozenset({
+    "prompt", "height", "width", "num_inference_steps", "output_type", "generator", "guidance_scale",
+    "max_sequence_length", "num_frames", "image", "num_images_per_prompt", "return_dict", "callback_on_step_end",
+    "callback_on_step_end_tensor_inputs", "latents"})
 
 
 def _check_run(run: dict) -> None:

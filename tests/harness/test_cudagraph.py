@@ -68,3 +68,11 @@ def test_structured_arguments_and_outputs(monkeypatch):
     (out,) = graphed(x, extra={"shift": shift}, return_dict=False)
     torch.testing.assert_close(out, x * 2 + shift)
     assert graphed(x, extra={"shift": shift})["sample"].shape == (3,) and graphed.captures == 2
+
+
+def test_reduce_overhead_needs_cuda_graphs_too():
+    from harness import compilation
+
+    with pytest.raises(Unsupported, match="compile=reduce-overhead is torch.compile with CUDA graphs"):
+        compilation.check("reduce-overhead", torch.device("cpu"), "none")
+    compilation.check("reduce-overhead", torch.device("cuda"), "balanced")

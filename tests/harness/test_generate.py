@@ -59,3 +59,18 @@ def test_three_repeats_give_the_spread_of_every_timed_call():
     assert spread["s_per_image"]["min"] > 0 and spread["steps_per_s"]["min"] > 0
     two = generate(_FakePipe(), _cell(warmup=0, repeats=2, seeds=(0, 1)), device, MemoryProbe(device))
     assert two["spread"] == {}  # fewer than three repeats: no spread, even with four timed calls
+
+
+def test_non_finite_pixels_fail_the_cell_instead_of_reading_as_black():
+    import pytest
+    import torch
+
+    from harness import status
+    from harness.generate import NonFiniteOutput, to_uint8
+
+    images = torch.rand(1, 3, 4, 4)
+    assert to_uint8(images).dtype == torch.uint8
+    images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteOutput, match="1 non-finite"):
+        to_uint8(images)
+    assert status.classify_exception(NonFiniteOutput("x")) == status.ERROR

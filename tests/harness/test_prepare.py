@@ -279,12 +279,31 @@ def test_check_changes_nothing_and_asks_no_network(monkeypatch, capsys):
 
 def test_an_install_goes_where_the_config_says_and_what_is_left_missing_exits_1(tmp_path, capsys):
     layers, target, alexnet = tmp_path / "alex.pth", tmp_path / "weights" / "lpips-v0.1.pth", tmp_path / "none.pth"
-    layers.write_bytes(b"linear layers")
+    torch.save(_lpips_linear(), layers)
     args = ["prepare", "metrics.clip=false", f"metrics.lpips_linear_path={target}",
             f"metrics.lpips_alexnet_path={alexnet}"]
     assert main([*args, "--install", f"lpips-linear={layers}"]) == 1  # AlexNet is still missing
     out = capsys.readouterr().out
-    assert target.read_bytes() == b"linear layers" and not list(target.parent.glob(".*partial"))
+    assert target.read_bytes() == layers.read_bytes() and not list(target.parent.glob(".*partial"))
     assert f"found    lpips-linear  LPIPS v0.1 linear layers: {target}" in out
     assert f"missing  alexnet       LPIPS backbone: torchvision's AlexNet weights: not in {alexnet}" in out
     assert "1 found, 1 missing" in out and not alexnet.exists()  # an install fetches nothing
+
+
+def _lpips_linear() -> dict:
+    from harness.quality import LPIPS_LINEAR_CHANNELS
+
+    return {f"lin{i}.model.1.weight": torch.zeros(1, c, 1, 1) for i, c in enumerate(LPIPS_LINEAR_CHANNELS)}
+
+
+def test_lpips_linear_layers_are_checked_and_never_written_into_the_package(tmp_path, capsys):
+    not_layers = tmp_path / "passwd"
+    not_layers.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert main(["prepare", "metrics.clip=false", "--install", f"lpips-linear={not_layers}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "never writes into an installed package" in err[0]
+    target = tmp_path / "weights" / "alex.pth"
+    assert main(["prepare", "metrics.clip=false", f"metrics.lpips_linear_path={target}",
+                 "--install", f"lpips-linear={not_layers}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a torch tensors file" in err[0] and not target.exists()

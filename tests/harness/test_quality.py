@@ -78,3 +78,16 @@ def test_clip_score_with_a_local_model(tmp_path):
                   tokenizer=clip_tokenizer(77)).save_pretrained(folder)
     out = quality.compare(_images(), _images(seed=1), ["a fox", "a cat"], {"lpips": False, "clip_model": str(folder)})
     assert out["clip_score"] is not None and "clip_score" not in out["unavailable"]
+
+
+def test_a_clip_folder_that_does_not_load_makes_the_score_unavailable_not_an_error(tmp_path):
+    import pytest
+    import torch
+
+    from harness import quality
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(quality.WeightsUnavailable, match="could not be loaded"):
+        quality.clip_score(torch.rand(1, 3, 32, 32), ["a prompt"], {"clip_model": str(folder)})
