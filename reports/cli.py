@@ -75,11 +75,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "regression":
         return _regression(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
         known = _known_issues(args)
         records = store_records.load(args.store)
     except (ValueError, FileNotFoundError) as exc:  # no store (NoStore), a missing or malformed --known file
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a file that is no result store (sqlite3 / psycopg errors alike)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"error: --store {store_records.source_label(args.store)} could not be read as a result store "
+              f"({type(exc).__name__}: {first})", file=sys.stderr)
         return 2
     for kind, path in RENDERERS[args.command](records, args, known).items():
         print(f"{kind}: {path}")

@@ -72,7 +72,9 @@ def is_reference(record: dict) -> bool:
 
 
 def label(record: dict) -> str:
-    """``engine:dtype`` plus ``pre`` / ``offload=`` / ``compile=`` when they are not the defaults."""
+    """``engine:dtype`` plus ``pre`` / ``offload=`` / ``compile=`` / ``lora=`` when they are not the defaults."""
+    from harness.console import lora_label
+
     text = f"{record.get('engine')}:{record.get('dtype')}"
     if record.get("mode") == "pre":
         text += " pre"
@@ -80,4 +82,4 @@ def label(record: dict) -> str:
         text += f" offload={record['offload']}"
     if record.get("compile") not in (None, "none"):
         text += f" compile={record['compile']}"
-    return text
+    return text + lora_label(record)

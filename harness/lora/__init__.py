@@ -19,12 +19,14 @@ def is_on(lora: dict | None) -> bool:
 
 
 def label(lora: dict | None) -> str:
-    """``none``, ``synthetic r16`` (+ `` fused``), ``file x2``: the LoRA of a cell in a few characters."""
+    """``none``, ``synthetic r16`` (+ `` convs``, `` fused``), ``file a.safetensors`` (one or two files by
+    name, more as ``file x3``): the LoRA of a cell in a few characters."""
     if not is_on(lora):
         return "none"
     options = lora.get("options") or {}
     if lora["name"] == "synthetic":
-        text = f"synthetic r{options.get('rank')}"
+        text = f"synthetic r{options.get('rank')}" + (" convs" if options.get("convs") else "")
     else:
-        text = f"file x{len(options.get('paths') or [])}"
+        names = [str(p).replace("\\", "/").rsplit("/", 1)[-1] for p in options.get("paths") or []]
+        text = f"file {'+'.join(names)}" if 0 < len(names) <= 2 else f"file x{len(names)}"
     return text + (" fused" if options.get("fuse") else "")

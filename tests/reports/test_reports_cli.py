@@ -124,3 +124,16 @@ def test_known_issues_from_another_file(tmp_path, store):
     assert main(["matrix", "--store", store, "--out", str(tmp_path / "out"), "--known", str(known)]) == 0
     md = (tmp_path / "out" / "matrix.md").read_text()
     assert "| K1 mine |" in md and "bnb-nf4-sequential" not in md
+
+
+def test_a_file_that_is_no_store_and_an_out_that_is_a_file_are_one_line_exit_2(tmp_path, capsys):
+    not_a_store = tmp_path / "lora.safetensors"
+    not_a_store.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      not sqlite at all")
+    assert main(["--store", str(not_a_store), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not be read as a result store" in err[0] and str(tmp_path) not in err[0]
+    a_file = tmp_path / "x.bin"
+    a_file.write_text("")
+    assert main(["--store", str(not_a_store), "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file, not a folder" in err[0]
