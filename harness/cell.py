@@ -90,6 +90,8 @@ def measure(job: CellJob) -> dict:
         offload.check(cell.offload["name"], device)
         compilation.check(cell.compile["name"], device, cell.offload["name"], lora=cell.has_lora)
         if cell.has_lora:
+            if cell.lora.get("unsupported"):
+                raise Unsupported(cell.lora["unsupported"])
             engine.check_lora(bool(cell.lora["options"].get("fuse")), device)
 
         probe = MemoryProbe(device)

@@ -20,14 +20,17 @@ from harness.lora.options import check_options
 
 
 def resolve(lora: dict | None, model: dict, checkpoint_path: str | None) -> dict:
-    """The cell's LoRA block ``{"name", "options"[, "files"]}``, or `ValueError` with one line."""
+    """The cell's LoRA block ``{"name", "options"[, "files"]}``, or `ValueError` with one line. On a family no
+    LoRA applies to, the block carries ``unsupported`` (the reason) and the cell ends `unsupported`."""
     lora = lora or {"name": "none"}
     name = lora.get("name", "none")
     options = check_options(name, lora.get("options"))
     out = {"name": name, "options": options}
     if name != "none" and model.get("family") not in DENOISER:
-        raise ValueError(f"lora={name}: LoRAs apply to the denoiser of a {' or '.join(DENOISER)} model, not of a "
-                         f"{model.get('family')} model")
+        # a cell of its own that ends `unsupported` (a sweep over families goes on), not rejected input
+        out["unsupported"] = (f"lora={name}: LoRAs apply to the denoiser of a {' or '.join(DENOISER)} model, not "
+                              f"of a {model.get('family')} model")
+        return out
     if name != "file":
         return out
     paths = options["paths"]

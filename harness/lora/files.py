@@ -46,7 +46,7 @@ def check_path(path) -> Path:
     if not isinstance(path, str) or not path:
         raise LoraFileError(f"lora.options.paths: {path!r} is not a file path")
     p = Path(path).expanduser()
-    if p.suffix != SUFFIX:
+    if p.suffix.lower() != SUFFIX:
         raise LoraFileError(f"LoRA file {path}: only {SUFFIX} files are read (data, never pickled code)")
     if not p.is_file():
         raise LoraFileError(f"LoRA file {path} does not exist (or is not a file)")
@@ -93,7 +93,7 @@ def to_peft(raw: dict[str, torch.Tensor], family: str, shapes: dict[str, tuple],
         raise LoraFileError(f"LoRA file {source} has {len(text)} text-encoder keys (e.g. {text[0]}): the harness "
                             "applies LoRAs to the denoiser only")
     if all(_PEFT.match(k) for k in raw):
-        pairs = _peft_pairs(raw, source)
+        pairs = _peft_pairs(raw, source, family)
     elif any(k.endswith(".lora_down.weight") for k in raw):
         pairs = _kohya_pairs(raw, family, shapes, source)
     else:
@@ -108,11 +108,23 @@ def to_peft(raw: dict[str, torch.Tensor], family: str, shapes: dict[str, tuple],
     return out
 
 
-def _peft_pairs(raw: dict, source: str) -> dict[str, list]:
+def _peft_pairs(raw: dict, source: str, family: str | None = None) -> dict[str, list]:
+    """``{layer: [A, B]}`` of diffusers/peft keys; a prefix must be the family's denoiser, and no layer may
+    be given twice (``transformer.x`` beside ``x``)."""
+    from harness.lora import DENOISER
+
     pairs: dict[str, list] = {}
     for key, t in raw.items():
-        _, layer, half = _PEFT.match(key).groups()
-        pairs.setdefault(layer, [None, None])[0 if half == "lora_A" else 1] = t
+        prefix, layer, half = _PEFT.match(key).groups()
+        if prefix is not None and family in DENOISER and prefix != DENOISER[family]:
+            raise LoraFileError(f"LoRA file {source}: key {key!r} is for a {prefix}, and a {family} model's denoiser "
+                                f"is its {DENOISER[family]}")
+        slot = pairs.setdefault(layer, [None, None])
+        index = 0 if half == "lora_A" else 1
+        if slot[index] is not None:
+            raise LoraFileError(f"LoRA file {source}: layer {layer} has two {half} weights (with and without "
+                                "a prefix)")
+        slot[index] = t
     return _complete(pairs, source, "lora_A", "lora_B")
 
 
@@ -179,7 +191,10 @@ def _check_pair(layer: str, a: torch.Tensor, b: torch.Tensor, shapes: dict, sour
         hint = f" Did you mean: {close[0]}?" if close else ""
         raise LoraFileError(f"LoRA file {source}: layer {layer!r} is not a Linear or Conv2d layer of the "
                             f"denoiser.{hint}")
-    rank = a.shape[0] if a.dim() else 0
+    if a.dim() == 0 or b.dim() == 0:
+        raise LoraFileError(f"LoRA file {source}: layer {layer} has a scalar LoRA weight (A {tuple(a.shape)}, "
+                            f"B {tuple(b.shape)}); A and B are matrices (rank x in, out x rank)")
+    rank = a.shape[0]
     if kind[0] == "linear":
         want_a, want_b = (rank, kind[2]), (kind[1], rank)
     else:

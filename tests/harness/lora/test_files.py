@@ -94,8 +94,22 @@ def test_kohya_keys_in_diffusers_layer_names_are_matched_and_alpha_is_baked_in()
     ({"text_encoder.text_model.x.lora_A.weight": torch.ones(4, 4)}, "text-encoder keys"),
     ({"lora_unet_nowhere_to_q.lora_down.weight": torch.ones(4, 64),
       "lora_unet_nowhere_to_q.lora_up.weight": torch.ones(64, 4)}, "diffusers cannot convert"),
-], ids=["unknown-layer", "wrong-shape", "half-pair", "unknown-format", "text-encoder", "kohya-unknown"])
+    ({"unet.transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, 64),
+      "unet.transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(64, 4)}, "is for a unet"),
+    ({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, 64),
+      "transformer_blocks.0.attn.to_q.lora_A.weight": torch.ones(4, 64),
+      "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(64, 4)}, "two lora_A weights"),
+    ({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.tensor(1.0),
+      "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.ones(64, 4)}, "scalar LoRA weight"),
+], ids=["unknown-layer", "wrong-shape", "half-pair", "unknown-format", "text-encoder", "kohya-unknown",
+        "other-denoiser-prefix", "layer-twice", "scalar"])
 def test_a_file_whose_keys_or_shapes_fit_no_layer_is_refused(raw, message):
     shapes = denoiser_shapes("flux", "flux-tiny", None)
     with pytest.raises(files.LoraFileError, match=message):
         files.to_peft(raw, "flux", shapes, "f.safetensors", "transformer")
+
+
+def test_the_suffix_is_matched_without_case(tmp_path):
+    path = tmp_path / "GOOD.SAFETENSORS"
+    save_file({"x": torch.ones(1)}, str(path))
+    assert files.check_path(str(path)) == path

@@ -106,3 +106,10 @@ def test_the_lora_reference_cell_is_bf16_with_the_same_lora_never_fused(compose)
     assert spec.lora["options"]["fuse"] is True  # the cell keeps its own setting
     assert reference.lora_reference_key("k", spec.lora) == reference.lora_reference_key("k", ref.lora)
     assert reference.spec_for(spec).lora["name"] == "none"
+
+
+def test_a_lora_on_a_family_it_does_not_apply_to_is_a_cell_that_ends_unsupported(compose):
+    spec = validate(compose(["model=qwen-image-tiny", "lora=synthetic"]), check_environment=False)
+    assert spec.has_lora and "LoRAs apply to the denoiser of a flux or sdxl model" in spec.lora["unsupported"]
+    plain = validate(compose(["lora=synthetic"]), check_environment=False)
+    assert "unsupported" not in plain.lora
