@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from reports import difference, provenance
-from reports.records import groups, is_reference, label
+from reports.records import groups, is_lora_reference, is_reference, label
 
 TILE = 256
 COLUMNS = 6
@@ -52,11 +52,17 @@ def render(records: list[dict], out_dir: str | Path, tile: int = TILE) -> list[G
         if not names or not (ref or others):
             continue
         ref_images = _reference_images(ref, others, names)
+        from harness.console import lora_label
+
+        lora_refs = {lora_label(r): r for r in ok if is_lora_reference(r)}
         for name in names:
             reference = ref_images.get(name)
             tiles = [("BF16 (reference)", _reference_caption(ref), reference)]
             tiles += [(label(r), _caption(r), _open(_find(r, name))) for r in others]
-            maps = [difference.of(image, reference) for _, _, image in tiles[1:]]
+            # a cell with a LoRA differs from BF16 with the same LoRA (else the LoRA's own effect would show)
+            bases = [_open(_find(lora_refs[lora_label(r)], name)) if lora_label(r) in lora_refs else reference
+                     for r in others]
+            maps = [difference.of(image, base) for (_, _, image), base in zip(tiles[1:], bases)]
             top = difference.scale(maps)
             path = out / f"{slug(model)}__{slug(device)}__{Path(name).stem}.png"
             _draw(tiles, maps, top, path, tile, title=f"{model} on {device}: {Path(name).stem}", group=group)

@@ -67,8 +67,14 @@ def groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def is_reference(record: dict) -> bool:
-    """Whether the record is the BF16 reference cell (no quantization, offload or compile)."""
-    return all(record.get(k) == v for k, v in REFERENCE.items())
+    """Whether the record is the BF16 reference cell (no quantization, offload, compile or LoRA)."""
+    return all(record.get(k) == v for k, v in REFERENCE.items()) and record.get("lora") in (None, "none")
+
+
+def is_lora_reference(record: dict) -> bool:
+    """Whether the record is BF16 with a LoRA (no quantization, offload or compile): the reference of the
+    quantized cells with the same LoRA."""
+    return all(record.get(k) == v for k, v in REFERENCE.items()) and record.get("lora") not in (None, "none")
 
 
 def label(record: dict) -> str:

@@ -102,3 +102,20 @@ def test_the_scale_is_a_high_percentile_not_one_outlier():
     d = difference.of(img, ref)
     assert d.max == 255 and abs(d.mean - (3 * 9999 + 255) / 10000) < 1e-3
     assert difference.scale([d, None]) == 3.0 and difference.scale([None]) is None
+
+
+def test_a_lora_cell_differs_from_bf16_with_the_same_lora_and_bf16_with_a_lora_is_no_reference(tmp_path):
+    records = _difference_cells(tmp_path, {"bf16": (100, 100, 100), "int8": (100, 100, 100)})
+    lora = {"name": "synthetic", "options": {"rank": 16}}
+    for name, engine, dtype, colour in (("bf16-lora", "bf16", "bf16", (140, 100, 100)),
+                                        ("int8-lora", "sdnq", "int8", (140, 100, 100))):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        path = folder / "image_p0_s0.png"
+        Image.new("RGB", (64, 48), colour).save(path)
+        records.append({**samples.record(engine, dtype, steps_per_s=1.0, images=[path]), "lora": "synthetic",
+                        "config": {"lora": lora}})
+    (g,) = grid.render(records, tmp_path / "grids", tile=64)
+    assert g.tiles[0] == "BF16 (reference)" and "bf16:bf16 lora=synthetic r16" in g.tiles
+    # every map is zero: int8 equals BF16, int8 + LoRA equals BF16 + LoRA (the LoRA's own effect is not shown)
+    assert g.difference_scale == 1.0
