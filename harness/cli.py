@@ -112,8 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     return _hydra(args, plan)
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM as an exception in the main thread, so the running cell's process group is killed on the way
+    out (`harness.isolate.in_child`) instead of outliving this process."""
+    raise SystemExit(128 + signum)
+
+
 def _hydra(args: list[str], plan=None) -> int:
+    import signal
+
     from harness import app
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
 
     if plan is not None:
         os.environ["HARNESS_SWEEP_CELLS"] = str(len(plan.specs))

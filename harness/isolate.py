@@ -84,6 +84,10 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
                     message, received_at = received, time.perf_counter()
             elif not alive:
                 break
+    except BaseException:  # Ctrl-C / SIGTERM on this process: the cell (and its workers) must not outlive it
+        _kill_group(proc.pid)
+        proc.join(10)
+        raise
     finally:
         receiver.close()
     now = time.perf_counter()

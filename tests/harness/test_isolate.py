@@ -104,3 +104,50 @@ def test_stages_do_not_reach_an_ok_result():
     assert out["status"] == st.OK and out["error"] is None
 
 
+
+
+def _sleep_and_report(path):
+    import os
+    import time
+
+    with open(path, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(120)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stopped_parent_takes_its_running_cell_with_it(tmp_path, signame):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    code = ("import signal, sys\n"
+            "from harness import cli\n"
+            "signal.signal(signal.SIGTERM, cli._terminate)\n"
+            "from harness.isolate import in_child\n"
+            "from tests.harness.test_isolate import _sleep_and_report\n"
+            f"in_child(_sleep_and_report, {str(pid_file)!r}, timeout_s=300)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=os.getcwd())
+    deadline = time.time() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline and parent.poll() is None
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    parent.send_signal(getattr(signal, signame))
+    try:
+        parent.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        parent.kill()
+        os.killpg(child, signal.SIGKILL)
+        pytest.fail("the parent did not exit after the signal: its cell kept it waiting")
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.killpg(child, signal.SIGKILL)
+    pytest.fail("the cell's process outlived its parent")
