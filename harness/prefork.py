@@ -70,13 +70,15 @@ def engine_packages(spec, failed: dict) -> None:
 
 
 def pipeline_class(spec, failed: dict) -> None:
+    """Import the model's pipeline class (``model.pipeline``, else its family's)."""
     from harness import synthetic
 
-    family = (spec.model or {}).get("family")
+    model = spec.model or {}
+    name = model.get("pipeline") or model.get("family")
     try:
-        synthetic.pipeline_class(family)
-    except Exception as exc:  # noqa: BLE001 - an unknown family is the cell's to report
-        failed[f"pipeline:{family}"] = f"{type(exc).__name__}: {exc}"
+        synthetic.pipeline_class(name)
+    except Exception as exc:  # noqa: BLE001 - an unknown pipeline is the cell's to report
+        failed[f"pipeline:{name}"] = f"{type(exc).__name__}: {exc}"
 
 
 class NvmlProperties:

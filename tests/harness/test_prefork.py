@@ -15,11 +15,11 @@ def test_warm_imports_the_cells_engine_and_pipeline_class_without_a_cuda_context
     code = (
         "import sys, types\n"
         "from harness import prefork\n"
-        "spec = types.SimpleNamespace(engine='sdnq', model={'family': 'flux'})\n"
+        "spec = types.SimpleNamespace(engine='sdnq', model={'family': 'flux-kontext', 'pipeline': 'FluxKontextPipeline'})\n"
         "out = prefork.warm(spec, 'cuda')\n"
         "import torch\n"
         "print(out['failed'], out['cuda_initialised'], torch.cuda.is_initialized(),"
-        " 'diffusers.pipelines.flux.pipeline_flux' in sys.modules, 'engines.sdnq.engine' in sys.modules)\n"
+        " 'diffusers.pipelines.flux.pipeline_flux_kontext' in sys.modules, 'engines.sdnq.engine' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
