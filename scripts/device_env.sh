@@ -20,10 +20,25 @@ if [[ "${1:-}" == download ]]; then
   # archive only. Every wheel here is pure Python or abi3, so the device's Python 3.12 takes them.
   # shellcheck disable=SC2086
   "$PYTHON" -m pip wheel -q --no-deps -w .whl $WHEELS
-  rc=$?; return $rc 2>/dev/null || exit $rc
+  rc=$?
+  # bitsandbytes ships one 4-26 MB library per CUDA / ROCm / XPU version; the device's torch is cu130, and the
+  # carry limit is 64 MiB, so its wheel keeps the CPU and CUDA 13.x libraries only.
+  [[ $rc == 0 ]] && "$PYTHON" - .whl/bitsandbytes-*.whl <<'PY'
+import re, sys, zipfile
+path = sys.argv[1]
+keep = re.compile(r"libbitsandbytes_(cpu|cuda13\d)\.so$")
+with zipfile.ZipFile(path) as src:
+    items = [(i, src.read(i)) for i in src.infolist()
+             if not re.search(r"libbitsandbytes_\w+\.so$", i.filename) or keep.search(i.filename)]
+with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+    for info, data in items:
+        dst.writestr(info, data)
+PY
+  return $rc 2>/dev/null || exit $rc
 fi
+# Bytecode is compiled at install, as a user's `pip install` does, so no run pays for compiling it.
 if [[ ! -f /tmp/site/.ok ]]; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && touch /tmp/site/.ok
 fi
 export PYTHONPATH=/tmp/site:$PWD HARNESS_CACHE=/tmp/harness-cache HARNESS_GIT_SHA=${1:-unknown} PYTHONUNBUFFERED=1

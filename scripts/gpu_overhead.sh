@@ -4,7 +4,8 @@
 # (metrics.overhead). Writes $OUT/cells.sqlite, $OUT/sweep.sqlite, $OUT/overhead.json and the logs.
 #   source scripts/device_env.sh SHA; OUT=dir [PART=cells|sweep] bash scripts/gpu_overhead.sh
 # Needs the synthetic flux-dev and sdxl checkpoints in $HARNESS_CACHE (device_env.sh's build); the BF16
-# references are computed first (warm-up cells, not measured).
+# references are computed first (warm-up cells, not measured). CELLS="2 3" runs only those of the five cells
+# (1-based); SWEEP_WORKLOAD=standard runs the sweep at the GPU workload (default: quick, like the cells).
 set -uo pipefail
 OUT=${OUT:-outputs/overhead}
 mkdir -p "$OUT"
@@ -37,13 +38,6 @@ print("lazy-init calls during the imports:", len(stacks))
 for s in stacks[:3]:
     print(s)
 PY
-echo "== warm-up: BF16 references"
-for model in flux-dev sdxl; do
-  HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=$model engine=bf16 "${common[@]}" > "$OUT/warmup-$model.txt" 2>&1 \
-    || { tail -20 "$OUT/warmup-$model.txt"; }
-done
-
-echo "== five cells, a fresh process each"
 cells=(
   "model=flux-dev engine=sdnq dtype=int8 offload=balanced"
   "model=flux-dev engine=sdnq dtype=int8 offload=balanced run.gpu_memory_gib=24"
@@ -51,7 +45,17 @@ cells=(
   "model=sdxl engine=sdnq dtype=int8"
   "model=sdxl engine=torchao dtype=int8"
 )
-for c in "${cells[@]}"; do
+picked=()
+for i in ${CELLS:-1 2 3 4 5}; do picked+=("${cells[$((i - 1))]}"); done
+echo "== warm-up: BF16 references"
+for model in flux-dev sdxl; do
+  [[ " ${picked[*]} " == *"model=$model "* ]] || continue
+  HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=$model engine=bf16 "${common[@]}" > "$OUT/warmup-$model.txt" 2>&1 \
+    || { tail -20 "$OUT/warmup-$model.txt"; }
+done
+
+echo "== the cells, a fresh process each"
+for c in "${picked[@]}"; do
   read -r -a args <<< "$c"
   start=$(now)
   HARNESS_STORE="$OUT/cells.sqlite" TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) $PY -m harness "${args[@]}" "${common[@]}" \
@@ -64,9 +68,12 @@ done
 fi
 if [[ ${PART:-all} != cells ]]; then
 echo "== a 5-cell FLUX.1-dev sweep in one process"
+sweep_args=(workload=${SWEEP_WORKLOAD:-quick} metrics.save_images=true run.timeout_s=900)
+HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=flux-dev engine=bf16 "${sweep_args[@]}" > "$OUT/warmup-sweep.txt" 2>&1 \
+  || { tail -20 "$OUT/warmup-sweep.txt"; }
 start=$(now)
 HARNESS_STORE="$OUT/sweep.sqlite" $PY -m harness -m model=flux-dev engine=sdnq dtype=int8,int4,uint4,int6,float8_e4m3fn \
-  "${common[@]}" > "$OUT/sweep.txt" 2>&1
+  "${sweep_args[@]}" > "$OUT/sweep.txt" 2>&1
 sweep_wall=$($PY -c "print($(now) - $start)")
 tail -8 "$OUT/sweep.txt"
 fi

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Noise floors on the H200 (issue 16): one SDNQ int8 cell per compile mode on a synthetic model at 1024x1024
+# (workload=quick with workload.repeats=3, so the records also carry their spread); each cell's floor (BF16
+# with the same compile mode against eager BF16) is computed before it and stored as its own bf16 cell.
+# One process per model, one fresh inductor cache per process; renders the reports into $OUT.
+#   source scripts/device_env.sh SHA; build flux-dev; build sdxl
+#   OUT=dir bash scripts/gpu_floors.sh sdxl [MODES]       # MODES default: every compile mode but none
+set -uo pipefail
+MODEL=${1:?usage: gpu_floors.sh MODEL [modes, e.g. regional,cudagraph]}
+MODES=${2:-regional,cudagraph,default,reduce-overhead,max-autotune}
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:-outputs/gpu_floors}
+mkdir -p "$OUT"
+export HARNESS_STORE=${HARNESS_STORE:-$OUT/floors.sqlite} PYTHONUNBUFFERED=1
+while [[ -f /tmp/$MODEL.build.log && ! -f /tmp/$MODEL.done ]]; do sleep 5; done
+start=$(date +%s)
+TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) "$PYTHON" -m harness -m model="$MODEL" engine=sdnq dtype=int8 compile="$MODES" \
+  workload=quick workload.repeats=3 metrics.save_images=false run.timeout_s=${CELL_TIMEOUT:-900} "${@:3}" \
+  2>&1 | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
+echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
+"$PYTHON" -m reports --store "$HARNESS_STORE" --out "$OUT" > "$OUT/reports.txt" 2>&1 || tail -5 "$OUT/reports.txt"
