@@ -210,7 +210,8 @@ def save_images(images: list[torch.Tensor], out_dir: Path, cell: CellSpec) -> li
             for f in range(frames):
                 name = f"image_p{p_idx}_s{seed}" + (f"_f{f}" if frames > 1 else "") + ".png"
                 path = out_dir / name
-                Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path)
+                # Lossless at every level; level 1 writes a 1024x1024 PNG in about a quarter of the default's time.
+                Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(path, compress_level=1)
                 paths.append(path)
                 i += 1
     return paths
