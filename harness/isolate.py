@@ -126,12 +126,28 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
     return {**outcome, "wall_s": wall, "timing": timing}
 
 
+_SPAWN = False
+
+
+def spawn_from_now_on() -> None:
+    """Start every later child with ``spawn``: this process can no longer fork a child that uses CUDA
+    (`harness.prefork.fork_poisoned`)."""
+    global _SPAWN
+    _SPAWN = True
+
+
+def spawned_from_now_on() -> bool:
+    """Whether `spawn_from_now_on` was called in this process."""
+    return _SPAWN
+
+
 def start_method() -> str:
     """``fork`` (warm, cheap) unless this process already holds a CUDA context - some backends create
-    one when imported - in which case a forked child could not use CUDA: then ``spawn``."""
+    one when imported - or `spawn_from_now_on` was called, in which case a forked child could not use
+    CUDA: then ``spawn``."""
     import torch
 
-    return "spawn" if torch.cuda.is_initialized() else "fork"
+    return "spawn" if _SPAWN or torch.cuda.is_initialized() else "fork"
 
 
 def _child(fn: Callable[[Any], dict], arg: Any, sender) -> None:

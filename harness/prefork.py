@@ -36,8 +36,9 @@ def modules_for(spec) -> list[str]:
 def warm(spec, device_type: str) -> dict:
     """Import what a cell of ``spec`` needs, in this (parent) process, without creating a CUDA context.
 
-    Returns ``{"seconds", "modules", "cuda_initialised", "failed"}``: an import that fails is skipped
-    (the cell imports it again and reports the error there)."""
+    Returns ``{"seconds", "modules", "cuda_initialised", "fork_poisoned", "failed"}``: an import that fails
+    is skipped (the cell imports it again and reports the error there); ``fork_poisoned`` (`fork_poisoned`,
+    checked for CUDA cells only) says whether a forked cell could still use CUDA."""
     start = time.perf_counter()
     failed: dict[str, str] = {}
     queries = nvml_device_queries() if device_type == "cuda" else contextlib.nullcontext()
@@ -51,7 +52,22 @@ def warm(spec, device_type: str) -> dict:
         engine_packages(spec, failed)
         pipeline_class(spec, failed)
     return {"seconds": time.perf_counter() - start, "modules": names, "failed": failed,
-            "cuda_initialised": torch.cuda.is_initialized()}
+            "cuda_initialised": torch.cuda.is_initialized(),
+            "fork_poisoned": device_type == "cuda" and fork_poisoned()}
+
+
+def fork_poisoned() -> bool:
+    """Whether a child forked now could not use CUDA. Asking the CUDA runtime anything (its device count,
+    its compiled architectures) marks every later fork of this process as unable to initialise CUDA, with
+    no trace in ``torch.cuda.is_initialized()``; a probe child forked here reads the mark."""
+    bad = getattr(torch._C, "_cuda_isInBadFork", None)
+    if bad is None:
+        return False
+    pid = os.fork()
+    if pid == 0:
+        os._exit(11 if bad() else 10)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 11
 
 
 def engine_packages(spec, failed: dict) -> None:
@@ -95,7 +111,8 @@ class NvmlProperties:
 
 @contextlib.contextmanager
 def nvml_device_queries():
-    """Within the block, ``torch.cuda.get_device_capability`` / ``get_device_name`` and the device
+    """Within the block, ``torch.cuda.get_device_capability`` / ``get_device_name`` (answered from NVML),
+    ``get_arch_list`` (asked in a forked child, see `_arch_list_from_a_child`) and the device
     properties that ``torch.utils._triton.has_triton`` reads through dynamo's worker cache are answered
     from NVML instead of initialising CUDA. Outside it the two functions are torch's again (a module that
     took a reference to them meanwhile keeps an NVML answer: the real figures), dynamo's cache is as it
@@ -142,8 +159,10 @@ def nvml_device_queries():
             return len([v for v in visible.split(",") if v.strip()])
         return int(pynvml.nvmlDeviceGetCount())
 
-    saved = torch.cuda.get_device_capability, torch.cuda.get_device_name
+    saved = torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.get_arch_list
+    real_arches = torch.cuda.get_arch_list
     torch.cuda.get_device_capability, torch.cuda.get_device_name = capability, name
+    torch.cuda.get_arch_list = lambda: _arch_list_from_a_child(real_arches)
     added = []
     if worker is not None:
         for cache, value in zip(worker, (lambda: 0, lambda: [properties(i) for i in range(visible_count())])):
@@ -153,7 +172,7 @@ def nvml_device_queries():
     try:
         yield
     finally:
-        torch.cuda.get_device_capability, torch.cuda.get_device_name = saved
+        torch.cuda.get_device_capability, torch.cuda.get_device_name, torch.cuda.get_arch_list = saved
         for cache in added:
             cache.pop("cuda", None)
         _forget_inductor_device_properties()
@@ -178,9 +197,39 @@ def _dynamo_worker_caches():
 
 
 def _index(device) -> int:
+    """The index torch would read from ``device`` (None, an int, a string, a torch.device or a
+    ``torch.cuda.device``); the current device of a process without a context is 0."""
     if device is None:
         return 0
     if isinstance(device, int):
         return device
+    if isinstance(device, torch.cuda.device):
+        return max(device.idx, 0)
     device = torch.device(device)
     return device.index or 0
+
+
+_ARCHES: list[str] | None = None
+
+
+def _arch_list_from_a_child(real) -> list[str]:
+    """``real()`` (torch.cuda.get_arch_list) run in a forked child, so the runtime call that marks forks
+    happens there; the answer is cached for the process."""
+    global _ARCHES
+    if _ARCHES is None:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read)
+                os.write(write, " ".join(real()).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        chunks = []
+        while chunk := os.read(read, 65536):
+            chunks.append(chunk)
+        os.close(read)
+        os.waitpid(pid, 0)
+        _ARCHES = b"".join(chunks).decode().split()
+    return list(_ARCHES)

@@ -43,9 +43,11 @@ def run(spec: CellSpec, run_dir: str, echo=print, on_stage=None) -> Outcome:
             echo(f"skip (already stored; run.force=true re-runs): {spec.label()}")
             return Outcome(None, skipped="stored")
         warmed = prefork.warm(spec, ident.device_type)
-        if warmed["cuda_initialised"]:
-            echo("warning: an import created a CUDA context in the parent process; cells are spawned, not "
-                 "forked, and import everything again")
+        if warmed["cuda_initialised"] or warmed["fork_poisoned"]:
+            if not isolate.spawned_from_now_on():
+                echo("warning: an import asked the CUDA runtime in the parent process, so a forked cell could "
+                     "not use CUDA; cells are spawned from now on, and import everything again")
+            isolate.spawn_from_now_on()
         ref_key = reference.reference_key(spec, ident.hardware, {k: ident.versions[k] for k in resume.CORE})
         problems: list[str] = []
         t_ref = time.perf_counter()

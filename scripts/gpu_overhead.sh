@@ -32,7 +32,7 @@ from harness import prefork
 for family in ("flux", "sdxl"):
     for engine in ("bf16", "sdnq", "torchao", "bnb", "quanto", "nncf", "gguf", "layerwise"):
         out = prefork.warm(types.SimpleNamespace(engine=engine, model={"family": family}), "cuda")
-        print(f"{family:5s} {engine:10s} {out['seconds']:6.2f} s  cuda initialised: {out['cuda_initialised']}"
+        print(f"{family:5s} {engine:10s} {out['seconds']:6.2f} s  cuda initialised: {out['cuda_initialised']}  fork poisoned: {out['fork_poisoned']}"
               f"  failed: {out['failed']}")
 print("lazy-init calls during the imports:", len(stacks))
 for s in stacks[:3]:

@@ -107,3 +107,44 @@ def test_planning_and_warm_imports_never_ask_the_cuda_runtime_for_devices(tmp_pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "runtime device-count calls: 0 False" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+def test_device_queries_take_every_form_of_device_torch_takes(monkeypatch):
+    """bitsandbytes asks ``get_device_capability(torch.cuda.device(i))``: a stand-in that failed on it made
+    bitsandbytes load its CPU library in the parent, and every forked nf4 cell inherited it."""
+    monkeypatch.setitem(sys.modules, "pynvml", _FakeNvml())
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with prefork.nvml_device_queries():
+        answers = [torch.cuda.get_device_capability(d)
+                   for d in (None, 1, "cuda:1", torch.device("cuda", 1), torch.cuda.device(1), "cuda")]
+    assert answers == [(9, 0), (8, 0), (8, 0), (8, 0), (8, 0), (9, 0)]
+
+
+def test_arch_list_is_asked_in_a_child_and_a_marked_fork_is_seen():
+    """optimum-quanto reads ``torch.cuda.get_arch_list()`` when imported; asked in the parent, it marks every
+    later fork as unable to use CUDA (`fork_poisoned` sees the mark, `is_initialized` does not)."""
+    code = (
+        "import sys, types, torch\n"
+        "from tests.harness.test_prefork import _FakeNvml\n"
+        "sys.modules['pynvml'] = _FakeNvml()\n"
+        "from harness import prefork\n"
+        "before = prefork.fork_poisoned()\n"
+        "with prefork.nvml_device_queries():\n"
+        "    inside = torch.cuda.get_arch_list()\n"
+        "after_block = prefork.fork_poisoned()\n"
+        "real = torch.cuda.get_arch_list()\n"
+        "print(before, after_block, inside == real and bool(real), prefork.fork_poisoned(), torch.cuda.is_initialized())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["False", "False", "True", "True", "False"], out.stdout + out.stderr[-3000:]
+
+
+def test_a_marked_fork_makes_every_later_cell_spawn(monkeypatch):
+    from harness import isolate
+
+    monkeypatch.setattr(isolate, "_SPAWN", False)
+    assert isolate.start_method() == "fork"
+    isolate.spawn_from_now_on()
+    assert isolate.spawned_from_now_on() and isolate.start_method() == "spawn"
