@@ -18,7 +18,7 @@ OUT=${OUT:-outputs/gpu_lora}
 mkdir -p "$OUT"
 export HARNESS_GIT_SHA=${HARNESS_GIT_SHA:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 export HARNESS_STORE=${HARNESS_STORE:-$OUT/lora.sqlite} HARNESS_CACHE=${HARNESS_CACHE:-/tmp/harness-cache} PYTHONUNBUFFERED=1
-ENGINES=bf16,sdnq,torchao,bnb,quanto,nncf,gguf,layerwise   # default dtype each; bf16 first: the LoRA references
+ENGINES=${ENGINES:-bf16,sdnq,torchao,bnb,quanto,nncf,gguf,layerwise}   # default dtype each; bf16 first: the LoRA references
 
 if [[ -f /tmp/$MODEL.build.log && ! -f /tmp/$MODEL.done ]]; then
   echo "waiting for the synthetic $MODEL checkpoint (device_env.sh build)"

@@ -16,6 +16,9 @@
 # after checking free space, and deleted once every cell of its model is stored (KEEP=1 keeps it).
 # Settings: CELL_EST_S (default 200): a cell starts only with this much budget left; CELL_TIMEOUT (s, 470);
 # BUILD_DEVICE (default cuda: where the weights are drawn, as a cell that finds no checkpoint does).
+# SWEEP=1: each model's cells run as two sweeps (offload none, then balanced under the cap), one process each,
+# instead of a process per cell (about 25 s of start-up each on the lent host), with no budget checks: for
+# `scripts/gpu_queue.sh`, which outlives a device command.
 # Workloads: images workload=quick (1024x1024, 8 steps, 1 warm-up + 1 timed); Wan 2.2 704x1280, 41 frames
 # (model.frames=41), 8 steps. Each cell is a fresh `python -m harness` process.
 set -uo pipefail
@@ -131,6 +134,22 @@ for model in "${MODELS[@]}"; do
     work=(workload=quick workload.height=704 workload.width=1280 model.frames=41)
   else
     work=(workload=quick)
+  fi
+  if [[ ${SWEEP:-0} == 1 ]]; then
+    ensure_built "$model"; rc=$?
+    (( rc == 1 )) && finish
+    (( rc == 2 )) && continue
+    for offload in none balanced; do
+      args=(-m model="$model" engine=bf16,sdnq,bnb,torchao offload="$offload" "${work[@]}" run.timeout_s="$CELL_TIMEOUT"
+            run.store="$STORE" metrics.save_images=false)
+      [[ "$offload" == balanced ]] && args+=(run.gpu_memory_gib=24)
+      echo "== $model offload=$offload: one sweep"
+      TORCHINDUCTOR_CACHE_DIR=$WORK/inductor "$PY" -m harness "${args[@]}" 2>&1 \
+        | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|^warning"
+    done
+    touch "$WORK/$model.done"
+    [[ "${KEEP:-0}" == 1 ]] || rm -rf "$(folder_of "$model")"
+    continue
   fi
   complete=1
   for cell in "${CELLS[@]}"; do
