@@ -17,7 +17,8 @@ def _results(root: Path):
 
 @pytest.mark.timeout(180)  # ~12 s idle (a BF16 reference and a torchao cell): 3x that busy, with a margin
 def test_default_run_is_a_real_quantized_cell(cli, tmp_path, store_path):
-    proc = cli()
+    # its own cache: the BF16 reference is computed (and stored) by this run, whatever ran before it
+    proc = cli(f"run.cache_dir={tmp_path / 'own-cache'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "torchao:int8" in proc.stdout and "PSNR vs BF16" in proc.stdout
     records = [json.loads(p.read_text()) for p in _results(tmp_path / "outputs")]
