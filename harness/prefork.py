@@ -220,16 +220,20 @@ def _arch_list_from_a_child(real) -> list[str]:
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
+            code = 1
             try:
                 os.close(read)
                 os.write(write, " ".join(real()).encode())
+                code = 0
             finally:
-                os._exit(0)
+                os._exit(code)
         os.close(write)
         chunks = []
         while chunk := os.read(read, 65536):
             chunks.append(chunk)
         os.close(read)
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return []  # what torch answers without CUDA; not cached, so a later call asks again
         _ARCHES = b"".join(chunks).decode().split()
     return list(_ARCHES)

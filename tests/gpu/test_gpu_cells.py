@@ -53,3 +53,18 @@ def test_offload_moves_the_denoiser(mode, cache_dir):
     pipe("a fox", height=64, width=64, num_inference_steps=2, max_sequence_length=32, output_type="pt")
     assert before in ("cpu", "meta"), before
     assert during and set(during) == {"cuda"}, during
+
+
+def test_a_sweep_of_every_engine_forks_cells_that_use_cuda(cli, tmp_path):
+    """One sweep process, every engine: the parent's warm imports (bitsandbytes choosing its library,
+    optimum-quanto reading the compiled architectures) must leave each forked cell able to use CUDA, and
+    bitsandbytes on its CUDA library."""
+    proc = cli("-m", "run.device=cuda", "model=sdxl-tiny", "engine=bf16,bnb,quanto,sdnq,torchao,gguf",
+               "workload.height=64", "workload.width=64", "workload.steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
+               if "reference" not in str(p)]
+    status = {r["engine"]: (r["status"], (r.get("error") or {}).get("message", "")[:200]) for r in records}
+    assert {"bf16", "bnb", "quanto", "sdnq", "torchao", "gguf"} <= set(status), status
+    assert all(s == "ok" for s, _ in status.values()), status
+    assert "warning: an import asked the CUDA runtime" not in proc.stdout + proc.stderr
