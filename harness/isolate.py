@@ -58,13 +58,17 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, arg, sender), daemon=False)
     start = time.perf_counter()
-    proc.start()
-    sender.close()
     message, stage, stage_since = None, None, start
     first_stage_at = received_at = None
     stages: dict[str, float] = {}
     deadline = start + timeout_s
     try:
+        proc.start()
+        try:  # the child makes its own group too; done here as well, so no signal finds it in ours
+            os.setpgid(proc.pid, proc.pid)
+        except OSError:  # the child got there first, exited, or (spawned) has exec'd
+            pass
+        sender.close()
         while message is None and time.perf_counter() < deadline:
             alive = proc.is_alive()
             if receiver.poll(min(0.2, max(0.0, deadline - time.perf_counter()))):
@@ -85,8 +89,9 @@ def in_child(fn: Callable[[Any], dict], arg: Any, timeout_s: float, on_stage=Non
             elif not alive:
                 break
     except BaseException:  # Ctrl-C / SIGTERM on this process: the cell (and its workers) must not outlive it
-        _kill_group(proc.pid)
-        proc.join(10)
+        if proc.pid is not None:
+            _kill_group(proc.pid)
+            proc.join(10)
         raise
     finally:
         receiver.close()
@@ -173,6 +178,9 @@ def _kill_group(pid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
+        except ProcessLookupError:  # no such group (yet): the process alone, if it is still there
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
         time.sleep(0.5)
