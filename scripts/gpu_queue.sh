@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A queue of device jobs that outlives the 10-minute limit of one device command: `start` runs every line of
 # a queue file in order, in the background (setsid nohup), each with its log and exit status under $Q; `wait`
-# waits up to N seconds for the queue to finish, then copies $Q into the command's $OUT and prints where
-# each job stands. Call `wait` again, back to back, until it prints "queue finished".
+# waits up to N seconds for the queue to finish, then packs $Q into $OUT/queue.tgz (PNGs left out) and prints
+# where each job stands. Call `wait` again, back to back, until it prints "queue finished".
 #   source scripts/device_env.sh SHA
 #   bash scripts/gpu_queue.sh start QUEUE_FILE        # one shell command per line; '#' lines are skipped
 #   bash scripts/gpu_queue.sh wait 560                # in this command and the next ones
@@ -36,7 +36,8 @@ case ${1:-} in
       echo "$(basename "$d") $state: $(cut -c1-150 "$d/command")"
     done
     [[ -f $Q/finished ]] && echo "queue finished"
-    if [[ -n ${OUT:-} ]]; then cp -r "$Q/." "$OUT/"; fi
+    # One archive: a device command returns only a limited number of files.
+    if [[ -n ${OUT:-} ]]; then tar czf "$OUT/queue.tgz" -C "$Q" --exclude='*.png' --exclude='*.claims' .; fi
     ;;
   *) echo "usage: gpu_queue.sh start QUEUE_FILE | wait SECONDS" >&2; exit 2 ;;
 esac
