@@ -124,8 +124,11 @@ def test_a_stopped_parent_takes_its_running_cell_with_it(tmp_path, signame):
     import time
 
     pid_file = tmp_path / "child.pid"
+    # A command started in the background by a shell without job control ignores SIGINT, and its children
+    # inherit that: the parent here gets Python's own Ctrl-C handler, as in a terminal.
     code = ("import signal, sys\n"
             "from harness import cli\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "signal.signal(signal.SIGTERM, cli._terminate)\n"
             "from harness.isolate import in_child\n"
             "from tests.harness.test_isolate import _sleep_and_report\n"
