@@ -5,6 +5,7 @@
 # One process per model, one fresh inductor cache per process; renders the reports into $OUT.
 #   source scripts/device_env.sh SHA; build flux-dev; build sdxl
 #   OUT=dir bash scripts/gpu_floors.sh sdxl [MODES]       # MODES default: every compile mode but none
+#   ENGINE=bf16 DTYPE=bf16 bash scripts/gpu_floors.sh ...  # the floor cells alone (a BF16 cell under a mode is its floor)
 set -uo pipefail
 MODEL=${1:?usage: gpu_floors.sh MODEL [modes, e.g. regional,cudagraph]}
 MODES=${2:-regional,cudagraph,default,reduce-overhead,max-autotune}
@@ -14,7 +15,7 @@ mkdir -p "$OUT"
 export HARNESS_STORE=${HARNESS_STORE:-$OUT/floors.sqlite} PYTHONUNBUFFERED=1
 while [[ -f /tmp/$MODEL.build.log && ! -f /tmp/$MODEL.done ]]; do sleep 5; done
 start=$(date +%s)
-TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) "$PYTHON" -m harness -m model="$MODEL" engine=sdnq dtype=int8 compile="$MODES" \
+TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) "$PYTHON" -m harness -m model="$MODEL" engine="${ENGINE:-sdnq}" dtype="${DTYPE:-int8}" compile="$MODES" \
   workload=quick workload.repeats=3 metrics.save_images=false run.timeout_s=${CELL_TIMEOUT:-900} "${@:3}" \
   2>&1 | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
 echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
