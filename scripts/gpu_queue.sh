@@ -26,6 +26,8 @@ case ${1:-} in
     echo "queue started: $(wc -l < "$Q/jobs") jobs"
     ;;
   wait)
+    # A machine that is not the one the queue started on (released and started afresh) has no queue.
+    if [[ ! -f $Q/jobs ]]; then echo "no queue on this machine ($Q/jobs missing): it was started afresh" >&2; exit 3; fi
     end=$(( $(date +%s) + ${2:-560} ))
     while [[ ! -f $Q/finished && $(date +%s) -lt $end ]]; do sleep 5; done
     for d in "$Q"/[0-9]*; do
