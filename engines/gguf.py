@@ -88,6 +88,7 @@ class GGUFEngine(Engine):
         file = self.gguf_path(name, cls, path)
         self.files[name] = str(file)
         kwargs.setdefault("torch_dtype", self.compute_dtype)
+        kwargs.pop("use_safetensors", None)  # the weights come from the .gguf file; only its config is read
         try:
             return cls.from_single_file(str(file), config=str(path), subfolder=name, local_files_only=True,
                                         quantization_config=self.quantization_config(name, cls), **kwargs)

@@ -83,11 +83,16 @@ def resolve(path_or_repo: str) -> Path:
     raise CheckpointError(f"model.path {path_or_repo!r} does not exist")
 
 
+#: Weight files that torch / transformers unpickle; never read (`check` refuses a component that has only these).
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+
+
 def check(folder: Path) -> dict:
     """Validate a pipeline folder without loading weights; return its model_index.
 
     Reads model_index.json and every safetensors header, so a truncated or foreign file is reported
-    by name before any run starts."""
+    by name before any run starts; a component whose weights are only pickles is refused (loading reads
+    safetensors only)."""
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise CheckpointError(f"{folder} is not a diffusers pipeline folder: no model_index.json")
@@ -109,8 +114,14 @@ def check(folder: Path) -> dict:
         if not sub.is_dir():
             raise CheckpointError(f"{folder}: component '{name}' is listed in model_index.json but its "
                                   f"folder is missing")
-        for weights in sorted(sub.glob("*.safetensors")):
+        safetensors = sorted(sub.glob("*.safetensors"))
+        for weights in safetensors:
             check_safetensors(weights)
+        pickled = sorted(p.name for p in sub.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled and not safetensors:
+            raise CheckpointError(f"{folder}: component '{name}' has only pickled weights ({', '.join(pickled)}); "
+                                  "the harness reads safetensors only, since unpickling can run code: convert "
+                                  "them to .safetensors")
     return index
 
 

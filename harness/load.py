@@ -115,8 +115,9 @@ def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: b
     if cell.mode == "pre":
         for name in names:
             preloaded[name] = engine.load_component(name, component_class(folder, name), str(folder),
-                                                    torch_dtype=dtype)
-    pipe = pipe_cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, **preloaded)
+                                                    torch_dtype=dtype, use_safetensors=True)
+    pipe = pipe_cls.from_pretrained(folder, torch_dtype=dtype, local_files_only=True, use_safetensors=True,
+                                    **preloaded)
     pipe.set_progress_bar_config(disable=True)
     timings["read_s"] = time.perf_counter() - start
 

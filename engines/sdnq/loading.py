@@ -108,7 +108,8 @@ def load_quantized_component(cls: type, path: str, subfolder: str | None, config
         return model, "streamed"
     from engines.sdnq.apply import quantize_model
     kwargs = {"subfolder": subfolder} if subfolder else {}
-    model = cls.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=True, variant=variant, **kwargs)
+    model = cls.from_pretrained(path, torch_dtype=dtype, low_cpu_mem_usage=True, variant=variant,
+                                use_safetensors=True, **kwargs)
     return quantize_model(model.to(device), config), "load-then-quantize"
 
 

@@ -60,3 +60,26 @@ def test_denoiser_resolves_per_family(compose):
     assert validate(compose(["model=sdxl-tiny"])).components == ["unet"]
     assert validate(compose(["engine.components=[denoiser,text_encoder_2]"])).components == \
         ["transformer", "text_encoder_2"]
+
+
+def test_a_component_with_only_pickled_weights_is_refused_unread(compose, cache_dir, tmp_path):
+    import pickle
+    import shutil
+
+    from harness.synthetic import ensure_checkpoint
+
+    folder = tmp_path / "flux"
+    shutil.copytree(ensure_checkpoint("flux-tiny", cache_dir), folder)
+    marker = tmp_path / "MARKER"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for weights in (folder / "transformer").glob("*.safetensors"):
+        weights.unlink()
+    (folder / "transformer" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ConfigError, match=r"component 'transformer' has only pickled weights "
+                                          r"\(diffusion_pytorch_model.bin\).*safetensors only"):
+        validate(compose([f"model.path={folder}"]))
+    assert not marker.exists()
