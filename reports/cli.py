@@ -34,10 +34,24 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=24, width=110)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr (with "did you mean" for a mistyped command) and exit code 2."""
+
+    def error(self, message: str):
+        import difflib
+
+        if "invalid choice" in message and "argument COMMAND" in message:
+            typed = message.split("invalid choice: ", 1)[1].split(" ", 1)[0].strip("'")
+            near = difflib.get_close_matches(typed, list(COMMANDS), n=1)
+            message = (f"unknown command {typed!r}." + (f" Did you mean: {near[0]}?" if near else "")
+                       + f" Commands: {', '.join(COMMANDS)}")
+        self.exit(2, f"error: {self.prog}: {message} ('{self.prog} -h' lists the options)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m reports", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
-                                  formatter_class=_formatter)
-    commands = top.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
+    top = _Parser(prog="python -m reports", usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
+                  formatter_class=_formatter)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS, parser_class=_Parser)
     for name, text in COMMANDS.items():
         sub = commands.add_parser(name, prog=f"python -m reports {name}", description=text, formatter_class=_formatter)
         sub.add_argument("--store", default=os.environ.get("HARNESS_STORE", DEFAULT_STORE),

@@ -92,9 +92,20 @@ def test_a_missing_store_is_one_line_without_a_traceback(tmp_path, command):
 
 def test_an_unknown_command_exits_2_with_the_valid_names(tmp_path):
     proc = _python("leaderbord", "--store", str(tmp_path / "r.sqlite"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "invalid choice: 'leaderbord'" in proc.stderr
-    assert all(f"'{name}'" in proc.stderr for name in COMMANDS)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and not proc.stdout
+    assert "unknown command 'leaderbord'. Did you mean: leaderboard?" in proc.stderr
+    assert "Commands: " + ", ".join(COMMANDS) in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["leaderboard", "--bogus"], "unrecognized arguments: --bogus"),
+    (["regression"], "the following arguments are required: --baseline"),
+    (["all", "--tile", "x"], "argument --tile: invalid int value: 'x'"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, message):
+    proc = _python(*args, "--out", str(tmp_path / "out")) if args[0] != "regression" else _python(*args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert proc.stderr.startswith("error: ") and not (tmp_path / "out").exists()
 
 
 def test_help_lists_every_command():
