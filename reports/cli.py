@@ -17,10 +17,11 @@ DEFAULT_STORE = "results/results.sqlite"
 DEFAULT_TITLE = "Quantized diffusion leaderboard"
 #: command -> what it writes (its help line); ``all`` is the default.
 COMMANDS = {
-    "all": "leaderboard, matrix, offload (when the store has offloaded cells) and html, into --out",
+    "all": "leaderboard, matrix, offload and lora (when the store has such cells) and html, into --out",
     "leaderboard": "leaderboard.md, leaderboard.csv: one table per model x device",
     "matrix": "matrix.md, matrix.csv: the error matrix, checked against the known upstream reports",
     "offload": "offload.md, offload.csv: offload modes side by side",
+    "lora": "lora.md, lora.csv: cells with a LoRA, its retention, speed and memory with and without it",
     "html": "index.html (self-contained: tables, error matrix, plots, grids) with grids/*.png, plots/*.png",
     "regression": "the store against the previous night's (--baseline); exit 1 on a regression",
 }
@@ -136,6 +137,12 @@ def _offload(records: list[dict], args, known) -> dict:
     return offload_table.render(records, args.out)
 
 
+def _lora(records: list[dict], args, known) -> dict:
+    from reports import lora_table
+
+    return lora_table.render(records, args.out)
+
+
 def _html(records: list[dict], args, known) -> dict:
     from reports import html
 
@@ -153,18 +160,21 @@ def _html(records: list[dict], args, known) -> dict:
 
 
 def _all(records: list[dict], args, known) -> dict:
-    from reports import offload_table
+    from reports import lora_table, offload_table
 
     paths = _leaderboard(records, args, known)
     paths.update(_matrix(records, args, known, prefix="matrix_"))
     if offload_table.has_offload(records):
         paths.update(_offload(records, args, known))
+    if lora_table.has_lora(records):
+        paths.update(_lora(records, args, known))
     paths.update(_html(records, args, known))
     return paths
 
 
 #: command -> ``(records, args, known issues) -> {what: path}`` (what it wrote, printed one per line).
-RENDERERS = {"all": _all, "leaderboard": _leaderboard, "matrix": _matrix, "offload": _offload, "html": _html}
+RENDERERS = {"all": _all, "leaderboard": _leaderboard, "matrix": _matrix, "offload": _offload, "lora": _lora,
+             "html": _html}
 
 
 def _regression(args) -> int:

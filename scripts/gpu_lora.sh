@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LoRA on the H200: every engine x its default dtype with lora=synthetic (rank 16 and 64) on a synthetic
 # model at 1024x1024 (workload=quick: 8 steps, 1 warm-up + 1 timed image, each generated without and with the
-# LoRA), into $OUT/lora.sqlite; renders the leaderboard, the matrix (its lora axis) and lora_summary.md into $OUT.
+# LoRA), into $OUT/lora.sqlite; renders the leaderboard, the matrix (its lora axis) and the LoRA table (lora.md) into $OUT.
 #   source scripts/device_env.sh SHA; build flux-dev; build sdxl     (synthetic checkpoints, once per machine)
 #   OUT=dir bash scripts/gpu_lora.sh flux-dev 16        # FLUX.1-dev, rank 16 (about 5 min)
 #   OUT=dir bash scripts/gpu_lora.sh flux-dev 64        # FLUX.1-dev, rank 64 (same store, same $OUT)
@@ -32,24 +32,3 @@ start=$(date +%s)
 echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
 
 "$PYTHON" -m reports --store "$HARNESS_STORE" --out "$OUT" > "$OUT/reports.txt" 2>&1 || tail -5 "$OUT/reports.txt"
-"$PYTHON" - "$HARNESS_STORE" "$OUT/lora_summary.md" <<'PY'
-import sys
-from harness.store import ResultStore
-rows = ["| model | engine:dtype | rank | status | how | retention cos | magnitude | retention PSNR dB | steps/s (without) "
-        "| speed x | LoRA load s | peak GiB (without) | unload exact | reason / error |", "|" + "---|" * 14]
-fmt = lambda v, f=".3g": "-" if v is None else format(v, f)
-for r in sorted(ResultStore(sys.argv[1]).records(), key=lambda r: (r["model"], r["engine"], str(r.get("config", {}).get("lora")))):
-    if r.get("lora", "none") == "none":
-        continue
-    l, m = r.get("lora_report") or {}, r.get("metrics") or {}
-    err = r.get("error") or {}
-    rank = ((r.get("config") or {}).get("lora") or {}).get("options", {}).get("rank")
-    rows.append(f"| {r['model']} | {r['engine']}:{r['dtype']} | {rank} | {r['status']} | {l.get('how') or '-'} "
-                f"| {fmt(l.get('retention_cosine'), '.4f')} | {fmt(l.get('retention_magnitude'), '.3f')} "
-                f"| {fmt(l.get('retention_psnr_db'), '.2f')} | {fmt(m.get('steps_per_s'))} ({fmt(l.get('steps_per_s_without'))}) "
-                f"| {fmt(l.get('speed_ratio'))} | {fmt(l.get('load_s'))} | {fmt(m.get('peak_mem_gib'))} ({fmt(l.get('peak_mem_gib_without'))}) "
-                f"| {l.get('unload_exact', '-')} | {(err.get('reason') or err.get('message') or '')[:160].replace('|', '/')} |")
-open(sys.argv[2], "w").write("# LoRA cells\n\nSynthetic weights and a synthetic LoRA: retention is numerical (see README, LoRA).\n\n"
-                             + "\n".join(rows) + "\n")
-print("\n".join(rows))
-PY

@@ -25,6 +25,7 @@ def _python(*args, timeout=180):
     ("leaderboard", ["leaderboard.md", "leaderboard.csv"]),
     ("matrix", ["matrix.md", "matrix.csv"]),
     ("offload", ["offload.md", "offload.csv"]),
+    ("lora", ["lora.md", "lora.csv"]),
     ("html", ["index.html"]),
 ])
 def test_each_command_writes_its_files_and_only_those(tmp_path, store, capsys, command, files):
@@ -51,7 +52,7 @@ def test_reports_command_writes_every_report(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert len(list((out / "grids").glob("*.png"))) == 4 and len(list((out / "plots").glob("*.png"))) == 6
     assert "html: " in capsys.readouterr().out
-    assert not (out / "offload.md").exists()  # no offloaded cell in the store
+    assert not (out / "offload.md").exists() and not (out / "lora.md").exists()  # no such cell in the store
 
 
 def test_all_is_the_bare_command_and_adds_the_offload_table_when_offloaded(tmp_path, store):
