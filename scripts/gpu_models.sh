@@ -146,6 +146,7 @@ for model in "${MODELS[@]}"; do
       echo "== $model offload=$offload: one sweep"
       TORCHINDUCTOR_CACHE_DIR=$WORK/inductor "$PY" -m harness "${args[@]}" 2>&1 \
         | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|^warning"
+      [[ -f "$STORE" ]] && cp "$STORE" "$OUT/models.sqlite"  # in $OUT after every sweep: a queue's archive carries it
     done
     touch "$WORK/$model.done"
     [[ "${KEEP:-0}" == 1 ]] || rm -rf "$(folder_of "$model")"
