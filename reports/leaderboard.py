@@ -31,7 +31,7 @@ def markdown(records: list[dict], sort_by: str = "steps_per_s") -> str:
     headers = {c.key: c.label for c in columns.TABLE}
     for (model, device), part in groups(records).items():
         df = frame(part).sort_values(by=["status", sort_by], ascending=[True, False], key=_status_first)
-        lines += [f"## {model} on {device}", "", *provenance.markdown(provenance.summary(part)), ""]
+        lines += [*provenance.section(model, device, part), ""]
         has_floor = df["vs_floor"].notna().any()
         shown = [k for k in headers if (not _lora_only(k) or (df["lora"] != "none").any())
                  and (not _floor_only(k) or has_floor)]

@@ -70,9 +70,7 @@ def markdown(records: list[dict]) -> str:
         return "\n".join(lines + ["No cell with a LoRA."]) + "\n"
     by_group = groups(records)
     for (model, device), part in df.groupby(["model", "device"], sort=True):
-        lines += [f"## {model} on {device}", ""]
-        lines += provenance.markdown(provenance.summary(by_group.get((model, device), [])))
-        lines += ["", "| " + " | ".join(c.label for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += [*provenance.section(model, device, by_group.get((model, device), [])), "", "| " + " | ".join(c.label for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for _, row in part.sort_values(["engine_dtype", "lora"], key=lambda s: s.astype(str)).iterrows():
             lines.append("| " + " | ".join(_cell(c, row[c.key]) for c in COLUMNS) + " |")
         lines.append("")

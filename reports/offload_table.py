@@ -118,9 +118,7 @@ def markdown(records: list[dict]) -> str:
         return "\n".join(lines + ["No results."]) + "\n"
     by_group = groups(records)
     for (model, device), part in df.groupby(["model", "device"], sort=True):
-        lines += [f"## {model} on {device}", ""]
-        lines += provenance.markdown(provenance.summary(by_group.get((model, device), [])))
-        lines += ["", _table(part), ""]
+        lines += [*provenance.section(model, device, by_group.get((model, device), [])), "", _table(part), ""]
     return "\n".join(lines) + "\n"
 
 

@@ -85,6 +85,11 @@ def markdown(info: dict[str, str]) -> list[str]:
     return [f"- **{text}**" if label == "warning" else f"- {label}: {text}" for label, text in info.items()]
 
 
+def section(model: str, device: str, records: list[dict]) -> list[str]:
+    """The head of one model x device section of a markdown report: its heading and its provenance."""
+    return [f"## {model} on {device}", "", *markdown(summary(records))]
+
+
 def one_line(records: list[dict]) -> str:
     """The provenance squeezed into one line (figure footers and image grid headers)."""
     info = summary(records)
