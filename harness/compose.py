@@ -56,9 +56,9 @@ def plan(args: list[str]) -> Plan:
 
     from harness.schema import register
 
-    register()
     overrides = [a for a in args if a not in MULTIRUN_FLAGS]
-    check_group_overrides(overrides)
+    check_group_overrides(overrides)  # before the schemas, which import every engine (and torch)
+    register()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = _compose(_first_of_sweeps(overrides), with_hydra=True)
         multirun = any(a in MULTIRUN_FLAGS for a in args) or cfg.hydra.mode == RunMode.MULTIRUN
