@@ -287,3 +287,12 @@ def test_a_store_that_fills_up_mid_sweep_keeps_every_record_somewhere(cli, tmp_p
     for key in missing:
         assert f"not stored: cell {key}" in proc.stderr and "kept in" in proc.stderr, proc.stderr[-4000:]
     assert not list(tmp_path.rglob(".result-*.tmp"))
+
+
+@pytest.mark.parametrize("typo, message", [("engine=torchoa", "Did you mean: torchao?"),
+                                           ("offload=balanc", "Did you mean: balanced?")])
+def test_a_mistyped_choice_is_refused_before_torch_is_imported(typo, message):
+    code = ("import sys\nfrom harness.cli import main\ncode = main([sys.argv[1]])\n"
+            "print(code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, typo], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"] and message in proc.stderr
