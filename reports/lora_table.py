@@ -34,14 +34,21 @@ COLUMNS: tuple[Column, ...] = (
     Column("peak_mem_gib", "peak GiB", "metrics.peak_mem_gib", ".3g"),
     Column("peak_mem_gib_without", "(without)", "lora_report.peak_mem_gib_without", ".3g"),
     Column("unload_exact", "unload exact", "lora_report.unload_exact"),
-    Column("reason", "reason / error", "error",
-           derive=lambda r: ((r.get("error") or {}).get("reason") or (r.get("error") or {}).get("message") or "")),
+    Column("reason", "reason / error", "error", derive=lambda r: _reason(r.get("error") or {})),
 )
+
+
+def _reason(error: dict) -> str:
+    return error.get("reason") or error.get("message") or ""
+
+
+def _with_lora(record: dict) -> bool:
+    return (record.get("lora") or "none") != "none"
 
 
 def has_lora(records: list[dict]) -> bool:
     """Whether any record is a cell with a LoRA."""
-    return any((r.get("lora") or "none") != "none" for r in records)
+    return any(_with_lora(r) for r in records)
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
@@ -49,7 +56,7 @@ def frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for (model, device), part in sorted(groups(records).items()):
         for r in part:
-            if (r.get("lora") or "none") != "none":
+            if _with_lora(r):
                 rows.append({"model": model, "device": device, **{c.key: c.get(r) for c in COLUMNS}})
     return pd.DataFrame(rows, columns=["model", "device", *(c.key for c in COLUMNS)])
 
@@ -70,7 +77,8 @@ def markdown(records: list[dict]) -> str:
         return "\n".join(lines + ["No cell with a LoRA."]) + "\n"
     by_group = groups(records)
     for (model, device), part in df.groupby(["model", "device"], sort=True):
-        lines += [*provenance.section(model, device, by_group.get((model, device), [])), "", "| " + " | ".join(c.label for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += [*provenance.section(model, device, by_group.get((model, device), [])), "",
+                  "| " + " | ".join(c.label for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         for _, row in part.sort_values(["engine_dtype", "lora"], key=lambda s: s.astype(str)).iterrows():
             lines.append("| " + " | ".join(_cell(c, row[c.key]) for c in COLUMNS) + " |")
         lines.append("")
