@@ -134,6 +134,13 @@ class Engine(ABC):
     def quantize(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         """Post mode: convert ``module`` (already loaded in the compute dtype); return it."""
 
+    def quantize_onto(self, name: str, module: torch.nn.Module, device: torch.device, budget: int):
+        """Post mode for a component too large to visit ``device`` whole: quantize it layer by layer with
+        each layer's quantized form landing on ``device`` while those placed there total at most
+        ``budget`` bytes (the rest stay where the module is); return it, or None when the engine cannot
+        (the caller then quantizes it where it is). Default: None."""
+        return None
+
     @abstractmethod
     def count_quantized(self, module: torch.nn.Module) -> tuple[int, int]:
         """(modules holding quantized weights, modules the engine would target)."""

@@ -83,21 +83,34 @@ def free_device_bytes(device: torch.device) -> int:
 def quantize_for_offload(engine: Engine, name: str, module: torch.nn.Module, device: torch.device,
                          resident_budget: int = 0):
     """Quantize a component that an offload mode takes over. When the engine's quantized layers survive a
-    move to the device and back (`Engine.round_trips`) and the unquantized component fits in the free
-    device memory, it is quantized there (several times faster than layer by layer from the CPU); it then
-    stays there while the device holds at most ``resident_budget`` bytes (what the offload mode accepts
-    on the device, `harness.offload.resident_budget`), else it goes back to the CPU. Otherwise it is
-    quantized where it is."""
-    if (device.type != "cuda" or engine.is_reference or not engine.round_trips
-            or module_nbytes(module) > 0.9 * free_device_bytes(device)):
+    move to the device and back (`Engine.round_trips`), it is quantized on the device (several times
+    faster than from the CPU): moved there whole when the unquantized component fits in the free device
+    memory, else layer by layer (`Engine.quantize_onto`, where the engine can). It then stays there while
+    the device holds at most ``resident_budget`` bytes (what the offload mode accepts on the device,
+    `harness.offload.resident_budget`), else it goes back to the CPU. Otherwise it is quantized where
+    it is."""
+    if device.type != "cuda" or engine.is_reference or not engine.round_trips:
         return engine.quantize(name, module) or module
-    module.to(device)
-    quantized = engine.quantize(name, module) or module
+    free = free_device_bytes(device)
+    if module_nbytes(module) <= 0.9 * free:
+        module.to(device)
+        quantized = engine.quantize(name, module) or module
+    else:
+        room = int(min(0.9 * free, resident_budget - torch.cuda.memory_allocated(device)))
+        quantized = engine.quantize_onto(name, module, device, room) if room > 0 else None
+        if quantized is None:
+            return engine.quantize(name, module) or module
+        if module_nbytes(quantized) <= room:
+            quantized.to(device)  # what the walk left behind: norms, embeddings, skipped layers
     torch.cuda.empty_cache()
-    if torch.cuda.memory_allocated(device) > resident_budget:
+    if torch.cuda.memory_allocated(device) > resident_budget or not _on(quantized, device):
         quantized.to("cpu")
         torch.cuda.empty_cache()
     return quantized
+
+
+def _on(module: torch.nn.Module, device: torch.device) -> bool:
+    return all(t.device.type == device.type for t in [*module.parameters(), *module.buffers()])
 
 
 def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: bool):

@@ -6,6 +6,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from engines.base import module_nbytes
 from engines.sdnq.config import SDNQConfig
 from engines.sdnq.layers import SDNQConv2d, SDNQLayerMixin, SDNQLinear
 
@@ -29,19 +30,30 @@ def quantize_layer(module: nn.Module, config: SDNQConfig, device: torch.device |
 
 
 @torch.no_grad()
-def quantize_model(model: nn.Module, config: SDNQConfig) -> nn.Module:
+def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | None = None,
+                   budget: int = 0) -> nn.Module:
     """Quantize ``model`` in place, layer by layer (each original weight is released as soon as
-    its layer is replaced). Returns the model, or the new layer if ``model`` itself is a layer."""
+    its layer is replaced). Returns the model, or the new layer if ``model`` itself is a layer.
+    With ``place``, each layer visits ``place`` before it is quantized and its quantized form stays
+    there, while the layers placed so far and the one visiting fit in ``budget`` bytes; later ones are
+    quantized where they are."""
     device = config.quantize_on()
     if is_candidate(model, config) and not isinstance(model, SDNQLayerMixin):
         return quantize_layer(model, config, device)
+    placed = 0
     for name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             full = f"{name}.{child_name}" if name else child_name
             if (isinstance(child, SDNQLayerMixin) or not is_candidate(child, config)
                     or _skipped(full, config) or _has_tuner(child)):
                 continue
-            setattr(parent, child_name, quantize_layer(child, config, device))
+            if place is not None and placed + module_nbytes(child) <= budget:
+                child.to(place)
+                layer = quantize_layer(child, config, device)
+                placed += module_nbytes(layer)
+            else:
+                layer = quantize_layer(child, config, device)
+            setattr(parent, child_name, layer)
             del child
     return model
 

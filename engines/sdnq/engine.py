@@ -61,6 +61,12 @@ class SDNQEngine(Engine):
         self._done[name] = {"how": "post", **layer_stats(module)}
         return module
 
+    def quantize_onto(self, name: str, module: torch.nn.Module, device: torch.device, budget: int):
+        module = quantize_model(module, self.config, place=device, budget=budget)
+        module._sdnq_config = self.config
+        self._done[name] = {"how": "post", **layer_stats(module)}
+        return module
+
     def load_component(self, name: str, cls: type, path: str, **kwargs) -> torch.nn.Module:
         from engines.sdnq.loading import load_quantized_component
         from engines.sdnq.serialize import is_quantized_checkpoint, load_quantized

@@ -53,11 +53,17 @@ class BalancedOptions:
         "help": "fraction of usable GPU memory a component may fill with its layers when it is dispatched",
         "min": 0.0, "max": 1.0})
     low_watermark: float = field(default=0.2, metadata={
-        "help": "idle components go back to the CPU while GPU use is above this fraction of usable memory",
-        "min": 0.0, "max": 1.0})
+        "help": "eviction=low_watermark: idle components go back to the CPU while GPU use is above this "
+                "fraction of usable memory", "min": 0.0, "max": 1.0})
+    eviction: str = field(default="as_needed", metadata={
+        "help": ("when idle components leave the GPU. as_needed: only when the dispatched component cannot "
+                 "run beside them, or once streaming its layers has moved more bytes than sending one of them "
+                 "back would; low_watermark: SD.Next's rule, at every dispatch while GPU use is above "
+                 "low_watermark"),
+        "choices": ("as_needed", "low_watermark")})
     pin_memory: bool = field(default=True, metadata={
-        "help": ("keep the layers' CPU copies in pinned memory (asynchronous, faster copies; more locked host "
-                 "RAM), when the components together exceed the low watermark, so layers move more than once")})
+        "help": ("keep the CPU copies of layers that move more than once (streamed or evicted) in pinned "
+                 "memory: asynchronous, faster copies, more locked host RAM")})
     usable_gib: Optional[float] = field(default=None, metadata={
         "help": "usable GPU memory in GiB; null = the per-process cap (run.gpu_memory_fraction / "
                 "run.gpu_memory_gib), else the whole card", "min": 0.0})

@@ -73,7 +73,8 @@ def check_module_devices(cache_dir):
     transformer_bytes = sum(u.nbytes for u in build_units(pipe.transformer))
     # usable memory such that half the transformer fits under the high watermark
     report = offload.apply(pipe, "balanced", {"usable_gib": transformer_bytes / 0.7 / 2 / GIB,
-                                              "low_watermark": 0.05, "max_fill": None}, CUDA)
+                                              "low_watermark": 0.05, "max_fill": None,
+                                              "eviction": "low_watermark"}, CUDA)
     assert report["mode"] == "balanced" and set(report["components"]) == {"transformer", "text_encoder",
                                                                           "text_encoder_2", "vae"}
     assert pipe._execution_device.type == "cuda"
@@ -228,6 +229,36 @@ def check_quantize_for_offload(engine, dtype):
     assert eng.verify("transformer", quantized)
     x = torch.randn(4, 1024, dtype=torch.bfloat16, device=CUDA)
     on_gpu = (eng.quantize("transformer", copy.to(CUDA)) or copy)(x)
+    torch.testing.assert_close(quantized.to(CUDA)(x), on_gpu, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("engine, dtype, lands", [("sdnq", "int8", "cuda"), ("torchao", "int8", "cpu")])
+def test_a_component_too_large_to_visit_the_gpu_whole_is_quantized_there_layer_by_layer(engine, dtype, lands):
+    _in_child("check_quantize_onto", engine, dtype, lands)
+
+
+@torch.no_grad()
+def check_quantize_onto(engine, dtype, lands):
+    from engines.registry import get_engine_class
+    from harness.load import quantize_for_offload
+
+    torch.manual_seed(0)
+    model = Stack(n=6, width=8192)  # 6 x 128 MiB in BF16; int8: about half
+    copy = Stack(n=6, width=8192)
+    copy.load_state_dict(model.state_dict())
+    eng = get_engine_class(engine)(dtype, "post", {})
+    eng.check_platform(CUDA)
+    x = torch.randn(4, 8192, dtype=torch.bfloat16, device=CUDA)
+    on_gpu = (eng.quantize("transformer", copy.to(CUDA)) or copy)(x)
+    del copy
+    torch.cuda.empty_cache()
+    cap = 640 * 2**20  # the BF16 stack does not fit; its int8 form does
+    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.get_device_properties(CUDA).total_memory, CUDA)
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    quantized = quantize_for_offload(eng, "transformer", model, CUDA, resident_budget=cap)
+    assert _devices(quantized) == {lands}
+    assert torch.cuda.max_memory_allocated(CUDA) <= cap
+    assert eng.verify("transformer", quantized)
     torch.testing.assert_close(quantized.to(CUDA)(x), on_gpu, rtol=0, atol=0)
 
 

@@ -40,7 +40,7 @@ def apply(pipe, options: dict, device: torch.device, engine=None) -> dict:
     components = {n: m for n, m in pipe.components.items() if isinstance(m, nn.Module)}
     manager = BalancedOffload(device, usable_bytes(device, opts["usable_gib"]), opts["high_watermark"],
                               opts["low_watermark"], opts["pin_memory"], max_fill=opts["max_fill"],
-                              release_cache=opts["release_cache"], engine=engine)
+                              release_cache=opts["release_cache"], eviction=opts["eviction"], engine=engine)
     manager.install(components)
     pipe._balanced_offload = manager
     return manager.report()

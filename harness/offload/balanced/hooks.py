@@ -42,7 +42,7 @@ def _pre(manager: BalancedOffload, comp: Component, unit: Unit):
     def pre(module, args):
         unit.depth += 1
         if unit.depth == 1 and not unit.on_device:
-            manager.move_unit(comp, unit, True)
+            manager.move_unit(comp, unit, True, streamed=True)
             unit.transient = True
     return pre
 

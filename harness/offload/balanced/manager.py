@@ -2,20 +2,28 @@
 
 * Each top-level pipeline component (transformer / unet, text encoders, VAE) is a unit of dispatch.
   When its forward (or ``vae.decode`` / ``encode``) starts and it is not placed on the GPU, idle
-  components are first moved back to the CPU (least recently used first) while GPU use is above the
-  *low watermark*; then as many of its layers as fit under the *high watermark* are moved onto the GPU
-  (`placement.plan`, first fit in module order). The rest stay on the CPU and are *streamed* (`hooks`).
-  A placed component whose streamed layers would now fit (memory freed since) has them promoted at its
-  next forward.
+  components may be moved back to the CPU (least recently used first, `eviction`); then as many of its
+  layers as fit under the *high watermark* are moved onto the GPU (`placement.plan`, first fit in module
+  order). The rest stay on the CPU and are *streamed* (`hooks`). A placed component whose streamed layers
+  would now fit (memory freed since) has them promoted at its next forward.
+* Eviction ``low_watermark`` is SD.Next's rule: at every dispatch, idle components leave while GPU use
+  is above the *low watermark*, so in a pipeline that does not fit under it every component moves at
+  every call. ``as_needed`` keeps them: one leaves at a dispatch only when the dispatched component's
+  required layers and one streamed layer do not fit beside it, and while a component streams, an idle
+  one leaves as soon as the bytes streamed since its dispatch reach that idle one's bytes (what moving
+  it back later costs), which bounds the traffic at twice the best choice of either.
 * Each forward of a component measures its *working memory* (activations and streamed layers in flight:
   peak allocated during the forward minus what was in use when it started; an upper bound, since the
-  allocator's peak is never reset here). Once measured, the component may fill up to ``max_fill`` of the
-  usable memory minus that working memory, above the high watermark: a component that fits whole next to
+  allocator's peak is never reset here, so a forward that does not raise it keeps its earlier figure). Once
+  measured, the component may fill up to ``max_fill`` of the usable memory minus the largest working memory
+  of it and of the components that stay placed beside it, above the high watermark: a component that fits whole next to
   its activations is placed whole from its second forward on (nothing streamed, as with model offload),
   and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
   The cap binds *reserved* memory, not allocated: layers placed one by one next to streamed layers land
   among the holes those left. With ``release_cache`` the allocator's cached free blocks go back to the
   driver before layers are placed.
+* CPU copies are pinned (``pin_memory``) only for layers that move more than once: at a layer's first
+  streaming move and when its component is evicted, so placing a component that stays costs no pinning.
 * Every move is counted (`BalancedOffload.stats`).
 
 The mechanics are testable without a GPU: `BalancedOffload` takes the onload device and a memory-usage
@@ -23,6 +31,7 @@ function, so tests use ``cpu`` as a stand-in device.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,6 +47,7 @@ from harness.offload.balanced.units import Unit, build_units
 from harness.offload.options import BalancedOptions, check_balanced
 
 _DEFAULTS = BalancedOptions()
+EVICTIONS = next(f.metadata["choices"] for f in dataclasses.fields(BalancedOptions) if f.name == "eviction")
 
 
 @dataclass(eq=False)
@@ -59,6 +69,8 @@ class Component:
     at_start: tuple[int, int] | None = None
     #: Every unit is placed: dispatch has nothing left to do until the component is evicted.
     whole: bool = False
+    #: Bytes streamed since the latest dispatch, not yet paid off by evicting an idle component.
+    rent: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -92,8 +104,11 @@ class BalancedOffload:
                  high_watermark: float = _DEFAULTS.high_watermark, low_watermark: float = _DEFAULTS.low_watermark,
                  pin_memory: bool = _DEFAULTS.pin_memory, memory_used: Callable[[], int] | None = None,
                  max_fill: float | None = _DEFAULTS.max_fill, memory_peak: Callable[[], int] | None = None,
-                 release_cache: bool = _DEFAULTS.release_cache, engine: Engine | None = None):
+                 release_cache: bool = _DEFAULTS.release_cache, engine: Engine | None = None,
+                 eviction: str = _DEFAULTS.eviction):
         check_balanced(high_watermark, low_watermark, max_fill)
+        if eviction not in EVICTIONS:
+            raise ValueError(f"balanced offload: eviction must be one of {', '.join(EVICTIONS)}, got {eviction!r}")
         if usable <= 0:
             raise ValueError(f"balanced offload: usable GPU memory must be positive, got {usable} bytes")
         self.device = torch.device(device)
@@ -103,12 +118,13 @@ class BalancedOffload:
         self.pin_memory = pin_memory and self.device.type == "cuda"
         self.max_fill = max_fill
         self.release_cache = release_cache
+        self.eviction = eviction
         self.engine = engine
         self._memory_used = memory_used
         self._memory_peak = memory_peak
         self.components: dict[str, Component] = {}
-        #: The components together exceed the low watermark, so units may move more than once (evictions,
-        #: streaming): only then are CPU copies pinned, and nothing starts on the device (set by `install`).
+        #: The components together exceed what stays on the device (the low watermark under eviction
+        #: low_watermark, the high watermark under as_needed), so some will move (set by `install`).
         self.moves_again = True
 
     # -- accounting --
@@ -130,10 +146,11 @@ class BalancedOffload:
             return torch.cuda.max_memory_allocated(self.device)
         return None
 
-    def move_unit(self, comp: Component, unit: Unit, to_device: bool) -> None:
-        """Move one unit of ``comp`` and count the move."""
-        if to_device and self.pin_memory and self.moves_again:
-            pin(unit)  # once, at its first move: lands in the first call, not in steady state
+    def move_unit(self, comp: Component, unit: Unit, to_device: bool, streamed: bool = False) -> None:
+        """Move one unit of ``comp`` and count the move; a ``streamed`` move pins the unit's CPU copies
+        first (once: at its first streaming move)."""
+        if streamed and self.pin_memory:
+            pin(unit)
         copied = move(unit, self.device, to_device)
         if to_device and unit.generic and not unit.resized:
             # a generic unit may change size at its first move (bitsandbytes quantizes then): plan with
@@ -145,10 +162,9 @@ class BalancedOffload:
 
     # -- installation --
     def install(self, components: dict[str, nn.Module]) -> "BalancedOffload":
-        """Take over ``components``. When they fit under the low watermark together (nothing will be evicted
-        or streamed), one that is wholly on the device already counts as placed, whole, and its CPU copies
-        are neither made nor pinned unless it is evicted after all; otherwise every component starts on
-        the CPU."""
+        """Take over ``components``. A component wholly on the device already counts as placed, whole, under
+        eviction as_needed, and under low_watermark when all fit under the low watermark together; its CPU
+        copies are made only if it is evicted. Every other component starts on the CPU."""
         units = {}
         for name, module in components.items():
             if hasattr(module, "_hf_hook"):
@@ -156,10 +172,12 @@ class BalancedOffload:
                                    f"({type(module._hf_hook).__name__})")
             units[name] = build_units(module, self.engine)
         total = sum(u.nbytes for us in units.values() for u in us)
-        self.moves_again = total > self.low * self.usable
+        keep = self.high if self.eviction == "as_needed" else self.low
+        self.moves_again = total > keep * self.usable
         for name, module in components.items():
             comp = Component(name, module, units[name])
-            resident = not self.moves_again and self.device.type != "cpu" and bool(comp.units) and all(
+            stays = self.eviction == "as_needed" or not self.moves_again
+            resident = stays and self.device.type != "cpu" and bool(comp.units) and all(
                 t.device.type == self.device.type for u in comp.units for t in u.tensors())
             for unit in comp.units:
                 if resident:
@@ -193,22 +211,22 @@ class BalancedOffload:
         comp.last_used = time.perf_counter()
         fresh = not comp.placed
         if fresh:
-            idle = sorted((c for c in self.components.values() if c.placed and c is not comp),
-                          key=lambda c: c.last_used)
-            for other in placement.evictions([(c.name, c.bytes_on_device()) for c in idle], self.used(),
-                                             int(self.low * self.usable)):
-                self.evict(other)
+            comp.rent = 0
+            if self.eviction == "low_watermark":
+                for other in placement.evictions([(c.name, c.bytes_on_device()) for c in self._idle(comp)],
+                                                 self.used(), int(self.low * self.usable)):
+                    self.evict(other)
+            else:
+                self._make_room(comp)
             comp.counters["dispatches"] += 1
             comp.placed = True
         streamed = [] if comp.whole else [u for u in comp.units if not u.on_device]
+        if streamed and not fresh and self.eviction == "as_needed":
+            self._pay_rent(comp)
         if streamed:
             if self.release_cache:
                 self._release()
-            used = self.used()
-            budget = int(self.high * self.usable) - used
-            if comp.work is not None and self.max_fill is not None:
-                budget = max(budget, int(self.max_fill * self.usable) - comp.work - used)
-            keep = placement.plan([u.nbytes for u in streamed], budget, [u.required for u in streamed])
+            keep = placement.plan([u.nbytes for u in streamed], self.room(comp), [u.required for u in streamed])
             for unit, flag in zip(streamed, keep):
                 if flag:
                     self.move_unit(comp, unit, True)
@@ -216,6 +234,7 @@ class BalancedOffload:
             if not fresh:
                 comp.counters["promotions"] += sum(keep)
             comp.whole = all(keep)
+            comp.rent += sum(u.nbytes for u, flag in zip(streamed, keep) if not flag)
         else:
             comp.whole = True
         if fresh or streamed:
@@ -223,21 +242,63 @@ class BalancedOffload:
         peak = self.peak()
         comp.at_start = None if peak is None else (self.used(), peak)
 
+    def room(self, comp: Component) -> int:
+        """Bytes ``comp`` may still place: up to the high watermark, or, once working memory is measured, up
+        to ``max_fill`` of usable memory minus the largest working memory of ``comp`` and of the components
+        placed beside it (whichever allows more)."""
+        used = self.used()
+        budget = int(self.high * self.usable) - used
+        works = [c.work for c in self.components.values() if (c is comp or c.placed) and c.work is not None]
+        if works and comp.work is not None and self.max_fill is not None:
+            budget = max(budget, int(self.max_fill * self.usable) - max(works) - used)
+        return budget
+
+    def _idle(self, comp: Component) -> list[Component]:
+        """Placed components other than ``comp``, least recently used first."""
+        return sorted((c for c in self.components.values() if c.placed and c is not comp and c.bytes_on_device()),
+                      key=lambda c: c.last_used)
+
+    def _make_room(self, comp: Component) -> None:
+        """Eviction as_needed at a dispatch: idle components leave (least recently used first) only while
+        ``comp``'s required layers and its largest streamed layer do not fit beside them."""
+        missing = [u for u in comp.units if not u.on_device]
+        need = sum(u.nbytes for u in missing if u.required) + max((u.nbytes for u in missing), default=0)
+        for other in self._idle(comp):
+            if self.room(comp) >= need:
+                break
+            self.evict(other.name)
+
+    def _pay_rent(self, comp: Component) -> None:
+        """While ``comp`` streams: evict each idle component whose bytes the streaming since ``comp``'s
+        dispatch has already moved (so the layers it frees stop streaming)."""
+        for other in self._idle(comp):
+            cost = other.bytes_on_device()
+            if comp.rent >= cost:
+                self.evict(other.name)
+                comp.rent -= cost
+
     @torch.compiler.disable
     def finished(self, name: str) -> None:
-        """Component ``name`` ended a forward: update its working memory (peak since it started minus
-        what was in use then - an upper bound, exact when the peak was reached in this forward)."""
+        """Component ``name`` ended a forward: update its working memory (peak since it started minus what
+        was in use then). A forward that did not raise the allocator's peak keeps the earlier figure (its
+        own peak is not known); the first one is then an upper bound."""
         comp = self.components[name]
         peak = self.peak()
         if comp.at_start is not None and peak is not None:
-            comp.work = max(0, peak - comp.at_start[0])
+            used, peak_before = comp.at_start
+            if peak > peak_before or comp.work is None:
+                comp.work = max(0, peak - used)
         comp.at_start = None
 
     def evict(self, name: str) -> None:
+        """Send ``name``'s placed units back to the CPU (their CPU copies pinned, with ``pin_memory``: they
+        will move again) and hook them for streaming."""
         comp = self.components[name]
         for unit in comp.units:
             if unit.on_device and not unit.transient:
                 self.move_unit(comp, unit, False)
+                if self.pin_memory:
+                    pin(unit)
                 hooks.hook_unit(self, comp, unit)
         comp.placed = comp.whole = False
         comp.counters["evictions"] += 1
@@ -245,7 +306,7 @@ class BalancedOffload:
     # -- report --
     def report(self) -> dict:
         return {"mode": "balanced", "high_watermark": self.high, "low_watermark": self.low, "max_fill": self.max_fill,
-                "release_cache": self.release_cache,
+                "eviction": self.eviction, "release_cache": self.release_cache,
                 "usable_gib": self.usable / GIB, "pin_memory": self.pin_memory,
                 "unit": "leaf module (own parameters/buffers); quantized layers whole, with their scales",
                 **self.stats()}

@@ -69,13 +69,14 @@ def test_quantized_units_are_never_split_while_streamed():
     assert seen and all(seen)
 
 
-def test_idle_components_are_evicted_only_above_the_low_watermark():
+def test_eviction_low_watermark_sends_idle_components_back_above_it():
     a, b = Toy(blocks=2), Toy(blocks=2)
     size = sum(u.nbytes for u in build_units(a))
     x = torch.randn(1, 32, dtype=torch.bfloat16)
 
     # low watermark below what `a` holds: starting `b` sends `a` back to the CPU
-    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1)
+    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1,
+                              eviction="low_watermark")
     manager.install({"a": a, "b": b})
     a(x)
     assert manager.components["a"].bytes_on_device() == size
@@ -88,7 +89,8 @@ def test_idle_components_are_evicted_only_above_the_low_watermark():
 
     # low watermark above it: `a` stays while `b` runs
     a2, b2 = Toy(blocks=2), Toy(blocks=2)
-    keep = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.3).install({"a": a2, "b": b2})
+    keep = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.3,
+                           eviction="low_watermark").install({"a": a2, "b": b2})
     a2(x)
     b2(x)
     assert keep.components["a"].bytes_on_device() == size and keep.components["b"].bytes_on_device() == size
@@ -99,7 +101,8 @@ def test_a_whole_component_is_not_replanned_until_it_is_evicted(monkeypatch):
     a, b = Toy(blocks=2), Toy(blocks=2)
     size = sum(u.nbytes for u in build_units(a))
     x = torch.randn(1, 32, dtype=torch.bfloat16)
-    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1)
+    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1,
+                              eviction="low_watermark")
     manager.install({"a": a, "b": b})
     calls = []
     monkeypatch.setattr(placement, "plan", lambda *args: calls.append(1) or plan(*args))
@@ -219,7 +222,8 @@ def test_flux_pipeline_output_is_unchanged_and_every_component_is_dispatched(cac
     modules = {n: m for n, m in pipe.components.items() if isinstance(m, nn.Module)}
     transformer = sum(u.nbytes for u in build_units(pipe.transformer))
     # the transformer only half fits under the high watermark
-    manager = BalancedOffload("cpu", usable=int(transformer / 0.7 / 2), high_watermark=0.7, low_watermark=0.2)
+    manager = BalancedOffload("cpu", usable=int(transformer / 0.7 / 2), high_watermark=0.7, low_watermark=0.2,
+                              eviction="low_watermark")
     manager.install(modules)
     pipe._balanced_offload = manager
     assert torch.equal(run(), ref)
@@ -283,17 +287,90 @@ def test_a_cell_records_placement_and_traffic(cache_dir, store_path, tmp_path):
     assert record["quality"]["psnr_db"] > 30  # same numbers as without offload: compared with BF16
 
 
-def test_pinning_only_when_the_components_exceed_the_low_watermark(monkeypatch):
+def test_eviction_as_needed_keeps_idle_components_that_fit_beside_the_dispatched_one():
+    a, b = Toy(blocks=2), Toy(blocks=2)
+    size = sum(u.nbytes for u in build_units(a))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=4 * size, high_watermark=0.5, low_watermark=0.1)
+    assert manager.eviction == "as_needed"  # the default
+    manager.install({"a": a, "b": b})
+    for _ in range(3):  # one "pipeline call" each: a, then b
+        a(x)
+        b(x)
+    stats = manager.stats()["components"]
+    for name in "ab":
+        assert stats[name]["evictions"] == 0 and stats[name]["dispatches"] == 1
+        assert stats[name]["moves_to_device"] == len(manager.components[name].units)  # each unit moved once
+        assert manager.components[name].bytes_on_device() == size
+
+
+def test_eviction_as_needed_evicts_once_streaming_has_cost_what_moving_the_idle_one_back_would():
+    a, b = Toy(blocks=4), Toy(blocks=4)
+    size = sum(u.nbytes for u in build_units(a))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    ref = b(x)
+    manager = BalancedOffload("cpu", usable=int(1.5 * size), high_watermark=1.0, low_watermark=0.1, max_fill=None)
+    manager.install({"a": a, "b": b})
+    a(x)  # placed whole: a third of the device stays free
+    assert torch.equal(b(x), ref)
+    comp_a, comp_b = manager.components["a"], manager.components["b"]
+    streamed = comp_b.nbytes - comp_b.bytes_on_device()
+    assert comp_a.bytes_on_device() == size and 0 < streamed <= size  # b streams what does not fit beside a
+    forwards = 1
+    while comp_a.bytes_on_device():
+        assert torch.equal(b(x), ref)
+        forwards += 1
+        assert forwards <= size // streamed + 2
+    # `a` left at the first forward whose streamed bytes so far reached its size; b was promoted whole
+    assert (forwards - 1) * streamed >= size > (forwards - 2) * streamed
+    assert comp_b.whole and comp_b.bytes_on_device() == size
+    s = manager.stats()["components"]
+    assert s["a"]["evictions"] == 1 and s["b"]["evictions"] == 0 and s["b"]["promotions"] > 0
+
+
+def test_eviction_as_needed_makes_room_when_the_dispatched_component_cannot_run_beside_the_others():
+    a, b = Toy(blocks=2), Toy(blocks=2)
+    size = sum(u.nbytes for u in build_units(a))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=size, high_watermark=1.0, low_watermark=0.1, max_fill=None)
+    manager.install({"a": a, "b": b})
+    a(x)
+    b(x)  # `a` fills the device: not even one layer of `b` would fit beside it
+    assert manager.stats()["components"]["a"]["evictions"] == 1
+    assert manager.components["b"].bytes_on_device() == size
+
+
+def test_only_layers_that_move_again_are_pinned(monkeypatch):
     from harness.offload.balanced import manager as manager_module
 
-    for usable_factor, expect_pinning in ((0.5, True), (20.0, False)):
-        pinned = []
-        monkeypatch.setattr(manager_module, "pin", lambda unit: pinned.append(unit.name))
-        model = Toy(blocks=4)
-        total = sum(u.nbytes for u in build_units(model))
-        manager = BalancedOffload("cpu", int(total * usable_factor), high_watermark=0.9, low_watermark=0.1)
-        manager.install({"transformer": model})
-        manager.pin_memory = True  # a CUDA device would have it on; cpu stands in
-        assert manager.moves_again is expect_pinning
-        model(torch.randn(3, 32, dtype=torch.bfloat16))
-        assert bool(pinned) is expect_pinning
+    pinned = []
+    monkeypatch.setattr(manager_module, "pin", lambda unit: pinned.append(unit.name))
+    x = torch.randn(3, 32, dtype=torch.bfloat16)
+    model = Toy(blocks=4)
+    total = sum(u.nbytes for u in build_units(model))
+    roomy = BalancedOffload("cpu", int(total * 20), high_watermark=0.9, low_watermark=0.1)
+    roomy.install({"transformer": model})
+    roomy.pin_memory = True  # a CUDA device would have it on; cpu stands in
+    model(x)
+    model(x)
+    assert pinned == []  # placed whole and kept: nothing is pinned
+
+    model = Toy(blocks=4)
+    tight = BalancedOffload("cpu", int(total * 0.5), high_watermark=0.9, low_watermark=0.1, max_fill=None)
+    tight.install({"transformer": model})
+    tight.pin_memory = True
+    model(x)
+    model(x)
+    comp = tight.components["transformer"]
+    streamed = {u.name for u in comp.units if not u.on_device}
+    assert streamed and set(pinned) == streamed  # the streamed layers (`pin` acts once per unit)
+
+    pinned.clear()
+    a, b = Toy(blocks=2), Toy(blocks=2)
+    size = sum(u.nbytes for u in build_units(a))
+    pair = BalancedOffload("cpu", size, high_watermark=1.0, low_watermark=0.1, max_fill=None)
+    pair.install({"a": a, "b": b})
+    pair.pin_memory = True
+    a(x[:, :32])
+    b(x[:, :32])  # evicts `a`: its layers are pinned, since they will move again
+    assert set(pinned) == {u.name for u in pair.components["a"].units}

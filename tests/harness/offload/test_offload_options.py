@@ -16,8 +16,8 @@ def test_options_are_checked():
 
 
 def test_defaults_are_the_schemas():
-    assert defaults("balanced") == {"high_watermark": 0.7, "low_watermark": 0.2, "pin_memory": True,
-                                    "usable_gib": None, "max_fill": 0.95, "release_cache": True}
+    assert defaults("balanced") == {"high_watermark": 0.7, "low_watermark": 0.2, "eviction": "as_needed",
+                                    "pin_memory": True, "usable_gib": None, "max_fill": 0.95, "release_cache": True}
     assert defaults("group") == {"offload_type": "block_level", "num_blocks_per_group": 1, "use_stream": False}
     assert defaults("none") == defaults("model") == defaults("sequential") == {}
     assert check_options("group", None) == defaults("group")
@@ -52,7 +52,7 @@ def test_every_schema_is_a_structured_config():
 
 @pytest.mark.parametrize("mode, options, message", [
     ("balanced", {"hgh": 1}, r"^offload 'balanced' has no option 'hgh'. Options: high_watermark, low_watermark, "
-                             r"pin_memory, usable_gib, max_fill, release_cache$"),
+                             r"eviction, pin_memory, usable_gib, max_fill, release_cache$"),
     ("model", {"x": 1}, r"^offload 'model' has no option 'x'. Options: none$"),
     ("balanced", {"high_watermark": 1.5}, r"^offload 'balanced' option high_watermark=1.5 is not valid: "
                                           r"expected float in \[0.0, 1.0\]$"),
