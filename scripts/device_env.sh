@@ -42,6 +42,16 @@ if [[ ! -f /tmp/site/.ok ]]; then
     && touch /tmp/site/.ok
 fi
 export PYTHONPATH=/tmp/site:$PWD HARNESS_CACHE=/tmp/harness-cache HARNESS_GIT_SHA=${1:-unknown} PYTHONUNBUFFERED=1
+# A Python that finds no bytecode for the preinstalled torch and cannot write it beside the sources compiles
+# torch again in every process; PYTHONPYCACHEPREFIX gives it somewhere to keep it, as a pip install would have.
+_torch_dir=$("$PYTHON" -c "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torch').origin))" 2>/dev/null)
+if [[ -n $_torch_dir && -z ${PYTHONPYCACHEPREFIX:-} ]] && ! compgen -G "$_torch_dir/__pycache__/*.pyc" > /dev/null \
+   && [[ ! -w $_torch_dir ]]; then
+  export PYTHONPYCACHEPREFIX=/tmp/pycache
+fi
+# The harness runs from the working tree (PYTHONPATH), not an install: compile it once, as pip would.
+"$PYTHON" -m compileall -q -j 0 harness engines reports conf > /dev/null 2>&1
+echo "bytecode: torch in ${_torch_dir:-?}, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}, PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-unset}"
 build() {
   setsid nohup bash -c "\"$PYTHON\" -c \"from harness import synthetic; synthetic.ensure_checkpoint('$1', '/tmp/harness-cache', 'cuda')\" \
     > /tmp/$1.build.log 2>&1 && touch /tmp/$1.done" > /dev/null 2>&1 < /dev/null &

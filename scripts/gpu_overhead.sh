@@ -5,7 +5,9 @@
 #   source scripts/device_env.sh SHA; OUT=dir [PART=cells|sweep] bash scripts/gpu_overhead.sh
 # Needs the synthetic flux-dev and sdxl checkpoints in $HARNESS_CACHE (device_env.sh's build); the BF16
 # references are computed first (warm-up cells, not measured). CELLS="2 3" runs only those of the five cells
-# (1-based); SWEEP_WORKLOAD=standard runs the sweep at the GPU workload (default: quick, like the cells).
+# (1-based; 6 is the offload=none twin of cells 1-2); SWEEP_WORKLOAD=standard runs the sweep at the GPU
+# workload (default: quick, like the cells). SCREEN=1 runs the sweep in a tmux terminal and keeps what its
+# live display shows every 10 s in $OUT/screen.txt (its output is then not in sweep.txt).
 set -uo pipefail
 OUT=${OUT:-outputs/overhead}
 mkdir -p "$OUT"
@@ -44,6 +46,7 @@ cells=(
   "model=flux-dev engine=sdnq dtype=float8_e4m3fn engine.options.use_quantized_matmul=true compile=regional"
   "model=sdxl engine=sdnq dtype=int8"
   "model=sdxl engine=torchao dtype=int8"
+  "model=flux-dev engine=sdnq dtype=int8"
 )
 picked=()
 for i in ${CELLS:-1 2 3 4 5}; do picked+=("${cells[$((i - 1))]}"); done
@@ -71,11 +74,25 @@ echo "== a 5-cell FLUX.1-dev sweep in one process"
 sweep_args=(workload=${SWEEP_WORKLOAD:-quick} metrics.save_images=true run.timeout_s=900)
 HARNESS_STORE="$OUT/warmup.sqlite" $PY -m harness model=flux-dev engine=bf16 "${sweep_args[@]}" > "$OUT/warmup-sweep.txt" 2>&1 \
   || { tail -20 "$OUT/warmup-sweep.txt"; }
+sweep=(-m model=flux-dev engine=sdnq dtype=int8,int4,uint4,int6,float8_e4m3fn "${sweep_args[@]}")
 start=$(now)
-HARNESS_STORE="$OUT/sweep.sqlite" $PY -m harness -m model=flux-dev engine=sdnq dtype=int8,int4,uint4,int6,float8_e4m3fn \
-  "${sweep_args[@]}" > "$OUT/sweep.txt" 2>&1
-sweep_wall=$($PY -c "print($(now) - $start)")
-tail -8 "$OUT/sweep.txt"
+if [[ ${SCREEN:-0} == 1 ]]; then
+  printf '%q ' env HARNESS_STORE="$OUT/sweep.sqlite" "$PY" -m harness "${sweep[@]}" > "$OUT/sweep.cmd"
+  tmux new-session -d -s sweep -x 150 -y 45 \
+    "bash $OUT/sweep.cmd; rc=\$?; date +%s.%N > $OUT/sweep.end; echo \$rc > $OUT/sweep.rc; sleep 30"
+  while [[ ! -f "$OUT/sweep.rc" ]]; do
+    sleep 10
+    { echo "----- $(date -u +%H:%M:%S)"; tmux capture-pane -p -t sweep; } >> "$OUT/screen.txt"
+  done
+  sweep_wall=$($PY -c "print($(cat "$OUT/sweep.end") - $start)")
+  { echo "----- $(date -u +%H:%M:%S) (finished)"; tmux capture-pane -p -S -60 -t sweep; } >> "$OUT/screen.txt"
+  tmux kill-session -t sweep
+  tail -30 "$OUT/screen.txt"
+else
+  HARNESS_STORE="$OUT/sweep.sqlite" $PY -m harness "${sweep[@]}" > "$OUT/sweep.txt" 2>&1
+  sweep_wall=$($PY -c "print($(now) - $start)")
+  tail -8 "$OUT/sweep.txt"
+fi
 fi
 
 [[ -f "$OUT/sweep.sqlite" || -f "$OUT/cells.sqlite" ]] || exit 0
