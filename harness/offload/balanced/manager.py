@@ -262,6 +262,8 @@ class BalancedOffload:
         """Eviction as_needed at a dispatch: idle components leave (least recently used first) only while
         ``comp``'s required layers and its largest streamed layer do not fit beside them."""
         missing = [u for u in comp.units if not u.on_device]
+        if not missing:
+            return
         need = sum(u.nbytes for u in missing if u.required) + max((u.nbytes for u in missing), default=0)
         for other in self._idle(comp):
             if self.room(comp) >= need:
