@@ -22,11 +22,13 @@ def _skipped(name: str, config: SDNQConfig) -> bool:
     return any(name == s or name.startswith(s + ".") for s in config.skip)
 
 
-def quantize_layer(module: nn.Module, config: SDNQConfig, device: torch.device | None = None) -> nn.Module:
-    """The quantized replacement of one Linear / Conv2d."""
+def quantize_layer(module: nn.Module, config: SDNQConfig, device: torch.device | None = None,
+                   home: torch.device | None = None) -> nn.Module:
+    """The quantized replacement of one Linear / Conv2d, its math on ``device`` (None: where the weight is),
+    itself on ``home`` (None: where the weight is)."""
     if isinstance(module, nn.Linear):
-        return SDNQLinear.from_linear(module, config, device)
-    return SDNQConv2d.from_conv(module, config, device)
+        return SDNQLinear.from_linear(module, config, device, home)
+    return SDNQConv2d.from_conv(module, config, device, home=home)
 
 
 @torch.no_grad()
@@ -34,9 +36,8 @@ def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | N
                    budget: int = 0) -> nn.Module:
     """Quantize ``model`` in place, layer by layer (each original weight is released as soon as
     its layer is replaced). Returns the model, or the new layer if ``model`` itself is a layer.
-    With ``place``, each layer visits ``place`` before it is quantized and its quantized form stays
-    there, while the layers placed so far and the one visiting fit in ``budget`` bytes; later ones are
-    quantized where they are."""
+    With ``place``, a layer's quantized form is put on ``place`` while the layers put there so far and
+    the layer's unquantized bytes fit in ``budget``; later ones stay where their weights are."""
     device = config.quantize_on()
     if is_candidate(model, config) and not isinstance(model, SDNQLayerMixin):
         return quantize_layer(model, config, device)
@@ -48,8 +49,7 @@ def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | N
                     or _skipped(full, config) or _has_tuner(child)):
                 continue
             if place is not None and placed + module_nbytes(child) <= budget:
-                child.to(place)
-                layer = quantize_layer(child, config, device)
+                layer = quantize_layer(child, config, device, home=place)
                 placed += module_nbytes(layer)
             else:
                 layer = quantize_layer(child, config, device)

@@ -169,18 +169,21 @@ class SDNQLinear(SDNQLayerMixin, nn.Linear):
         self._set_quantized(qw, bias, config, use_quantized_matmul)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, config: SDNQConfig, device: torch.device | None = None):
-        return cls.from_weight(linear.weight, linear.bias, config, device)
+    def from_linear(cls, linear: nn.Linear, config: SDNQConfig, device: torch.device | None = None,
+                    home: torch.device | None = None):
+        return cls.from_weight(linear.weight, linear.bias, config, device, home)
 
     @classmethod
     def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None, config: SDNQConfig,
-                    device: torch.device | None = None) -> "SDNQLinear":
-        """Quantize ``weight`` (on ``device`` if given); the result lives on ``weight``'s device."""
+                    device: torch.device | None = None, home: torch.device | None = None) -> "SDNQLinear":
+        """Quantize ``weight`` (on ``device`` if given); the result lives on ``home`` (default: ``weight``'s
+        device)."""
+        home = weight.device if home is None else home
         qmm = (config.use_quantized_matmul and supports_quantized_matmul(config.weight_type)
                and _matmul_shape_ok(*weight.shape))
         group = -1 if qmm else config.group_size
-        qw = _quantize_on(weight, config.weight_type, group, False, config, device)
-        return cls(qw, None if bias is None else bias.to(weight.device), config, qmm)
+        qw = _quantize_on(weight, config.weight_type, group, False, config, device, home)
+        return cls(qw, None if bias is None else bias.to(home), config, qmm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_quantized_matmul:
@@ -221,17 +224,20 @@ class SDNQConv2d(SDNQLayerMixin, nn.Conv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, config: SDNQConfig, device: torch.device | None = None,
-                  weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
-        """Quantize ``conv`` (or ``weight``/``bias`` given for it, e.g. a meta conv in pre mode)."""
+                  weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                  home: torch.device | None = None):
+        """Quantize ``conv`` (or ``weight``/``bias`` given for it, e.g. a meta conv in pre mode); the result
+        lives on ``home`` (default: the weight's device)."""
         weight = conv.weight if weight is None else weight
+        home = weight.device if home is None else home
         bias = conv.bias if bias is None and weight is conv.weight else bias
         wtype = conv_weight_type(config.weight_type)
         qmm = (config.quantized_matmul_conv and supports_quantized_matmul(wtype)
                and conv.groups == 1 and _matmul_shape_ok(weight.shape[0], weight[0].numel()))
         group = -1 if qmm else config.group_size
-        qw = _quantize_on(weight, wtype, group, True, config, device)
+        qw = _quantize_on(weight, wtype, group, True, config, device, home)
         attrs = {k: getattr(conv, k) for k in _CONV_ATTRS}
-        return cls(qw, None if bias is None else bias.to(weight.device), config, qmm, attrs)
+        return cls(qw, None if bias is None else bias.to(home), config, qmm, attrs)
 
     def conv_attrs(self) -> dict:
         return {k: getattr(self, k) for k in _CONV_ATTRS}
@@ -254,8 +260,7 @@ class SDNQConv2d(SDNQLayerMixin, nn.Conv2d):
 
 
 def _quantize_on(weight: torch.Tensor, wtype: str, group: int, is_conv: bool, config: SDNQConfig,
-                 device: torch.device | None) -> QuantizedWeight:
-    home = weight.device
+                 device: torch.device | None, home: torch.device) -> QuantizedWeight:
     work = weight.detach()
     if device is not None and not weight.is_meta and device.type != home.type:
         work = work.to(device, non_blocking=False)

@@ -116,3 +116,22 @@ def test_full_size_flux_weight_bytes_on_meta():
     assert 22.0 < bf16 < 22.4
     assert gib["int8"] <= 11.3 and gib["uint4"] <= 6.5
     assert abs(gib["int6"] - bf16 * 6 / 16) < 0.15  # 6/16 of BF16 plus scales
+
+
+def test_quantize_model_puts_quantized_layers_on_the_place_while_the_budget_lasts():
+    """`quantize_model(place=, budget=)` (what loading for offload uses on the GPU), with ``meta`` standing in
+    for the device: layers land there in module order while the layers already there and the next one's
+    unquantized bytes fit the budget; the rest stay on the CPU, still quantized."""
+    from engines.sdnq.apply import quantize_model
+    from engines.sdnq.config import SDNQConfig
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256, dtype=torch.bfloat16) for _ in range(6)])
+    config = SDNQConfig(weight_type="int8", quantize_device="cpu")
+    bf16 = module_nbytes(model[0])
+    int8 = module_nbytes(quantize_model(copy.deepcopy(model[0]), config))
+    budget = 2 * int8 + bf16  # two quantized layers placed, the third's BF16 bytes just fit
+    quantize_model(model, config, place=torch.device("meta"), budget=budget)
+    assert all(isinstance(layer, SDNQLayerMixin) for layer in model)
+    where = [{t.device.type for t in [*layer.parameters(), *layer.buffers()]} for layer in model]
+    assert where == [{"meta"}] * 3 + [{"cpu"}] * 3
