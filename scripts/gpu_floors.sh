@@ -7,6 +7,8 @@
 #   OUT=dir bash scripts/gpu_floors.sh sdxl [MODES]       # MODES default: every compile mode but none
 #   ENGINE=bf16 DTYPE=bf16 bash scripts/gpu_floors.sh ...  # the floor cells alone (a BF16 cell under a mode is its floor)
 set -uo pipefail
+# Process start-up is timed: wait for the bytecode device_env.sh compiles in the background, if it does.
+while [[ -n ${PYTHONPYCACHEPREFIX:-} && -f $PYTHONPYCACHEPREFIX/.started && ! -f $PYTHONPYCACHEPREFIX/.ok ]]; do sleep 2; done
 MODEL=${1:?usage: gpu_floors.sh MODEL [modes, e.g. regional,cudagraph]}
 MODES=${2:-regional,cudagraph,default,reduce-overhead,max-autotune}
 PYTHON=${PYTHON:-python3}

@@ -9,6 +9,8 @@
 # workload (default: quick, like the cells). SCREEN=1 runs the sweep in a tmux terminal and keeps what its
 # live display shows every 10 s in $OUT/screen.txt (its output is then not in sweep.txt).
 set -uo pipefail
+# Process start-up is timed: wait for the bytecode device_env.sh compiles in the background, if it does.
+while [[ -n ${PYTHONPYCACHEPREFIX:-} && -f $PYTHONPYCACHEPREFIX/.started && ! -f $PYTHONPYCACHEPREFIX/.ok ]]; do sleep 2; done
 OUT=${OUT:-outputs/overhead}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
