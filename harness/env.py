@@ -96,12 +96,33 @@ def collect(device: torch.device, extra_packages: tuple[str, ...] = ()) -> dict:
         "git_sha": git_sha(),
         "cuda": torch.version.cuda,
     }
+    env["compile_cache"] = compile_cache()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["gpu_total_gib"] = round(props.total_memory / 2**30, 2)
         env["compute_capability"] = f"{props.major}.{props.minor}"
         env["driver"] = _nvidia_driver()
     return env
+
+
+def compile_cache(limit: int = 10000) -> dict:
+    """torch.compile's cache as the cell starts: its folder (``TORCHINDUCTOR_CACHE_DIR`` or inductor's
+    default) and how many files it holds (counted up to ``limit``): 0 means every first-call figure of the
+    cell comes from an empty cache, more means it was warm."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not folder:
+        try:
+            from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+            folder = default_cache_dir()
+        except Exception:  # noqa: BLE001 - a torch without it: no figure
+            return {"dir": None, "files_at_start": None}
+    files = 0
+    for _, _, names in os.walk(folder):
+        files += len(names)
+        if files >= limit:
+            break
+    return {"dir": folder, "files_at_start": min(files, limit)}
 
 
 def _nvidia_driver() -> str | None:

@@ -168,7 +168,9 @@ class Record:
     offload_report: Optional[dict] = doc("what the offload step did (placement, moves, GiB moved)")
     compile_report: Optional[dict] = doc("what the compile step did")
     env: Optional[dict] = doc("device and its name, CPU, Python, CUDA, driver, every library version, "
-                              "harness git sha, GPU cap")
+                              "harness git sha, GPU cap; `compile_cache`: torch.compile's cache folder and "
+                              "the files it held as the cell started (0: first-call figures from an empty "
+                              "cache)")
     config: Optional[dict] = doc("the full resolved config")
     run_dir: Optional[str] = doc("the cell's run directory (result.json, images)")
     images: list = doc("saved PNGs", default=[])
