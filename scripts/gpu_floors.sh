@@ -6,6 +6,10 @@
 #   source scripts/device_env.sh SHA; build flux-dev; build sdxl
 #   OUT=dir bash scripts/gpu_floors.sh sdxl [MODES]       # MODES default: every compile mode but none
 #   ENGINE=bf16 DTYPE=bf16 bash scripts/gpu_floors.sh ...  # the floor cells alone (a BF16 cell under a mode is its floor)
+# Autotuning that outlasts a session: inductor writes each GEMM / convolution it has benchmarked to its local
+# autotune cache at once, so a cell cut short by its time limit keeps what it tuned. The run copies that cache
+# to $OUT/autotune-cache/; AUTOTUNE_SEED=dir (such a copy, carried) starts the next run from it. Records of a
+# seeded run say the cache was warm (env.compile_cache.files_at_start > 0): their first call is not a cold one.
 set -uo pipefail
 # Process start-up is timed: wait for the bytecode device_env.sh compiles in the background, if it does.
 while [[ -n ${PYTHONPYCACHEPREFIX:-} && -f $PYTHONPYCACHEPREFIX/.started && ! -f $PYTHONPYCACHEPREFIX/.ok ]]; do sleep 2; done
@@ -17,8 +21,13 @@ mkdir -p "$OUT"
 export HARNESS_STORE=${HARNESS_STORE:-$OUT/floors.sqlite} PYTHONUNBUFFERED=1
 while [[ -f /tmp/$MODEL.build.log && ! -f /tmp/$MODEL.done ]]; do sleep 5; done
 start=$(date +%s)
-TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) "$PYTHON" -m harness -m model="$MODEL" engine="${ENGINE:-sdnq}" dtype="${DTYPE:-int8}" compile="$MODES" \
+cache=$(mktemp -d)
+if [[ -n ${AUTOTUNE_SEED:-} ]]; then mkdir -p "$cache/cache" && cp "$AUTOTUNE_SEED"/* "$cache/cache/"; fi
+TORCHINDUCTOR_CACHE_DIR=$cache "$PYTHON" -m harness -m model="$MODEL" engine="${ENGINE:-sdnq}" dtype="${DTYPE:-int8}" compile="$MODES" \
   workload=quick workload.repeats=3 metrics.save_images=false run.timeout_s=${CELL_TIMEOUT:-900} "${@:3}" \
   2>&1 | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
 echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
+if compgen -G "$cache/cache/*" > /dev/null; then
+  mkdir -p "$OUT/autotune-cache" && cp "$cache"/cache/* "$OUT/autotune-cache/" && ls -l "$OUT/autotune-cache"
+fi
 "$PYTHON" -m reports --store "$HARNESS_STORE" --out "$OUT" > "$OUT/reports.txt" 2>&1 || tail -5 "$OUT/reports.txt"
