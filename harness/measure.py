@@ -44,6 +44,34 @@ def reset_host_peak() -> bool:
         return False
 
 
+#: CUDA allocator peaks (allocated, reserved) that `restart_peak` folded in before resetting them, per device.
+_FOLDED: dict[torch.device, tuple[int, int]] = {}
+
+
+def _key(device) -> torch.device:
+    device = torch.device(device)
+    return torch.device(device.type, device.index if device.index is not None else torch.cuda.current_device())
+
+
+def restart_peak(device) -> None:
+    """Start a fresh allocator peak on a CUDA ``device`` for a measurement inside a run (balanced offload's
+    working memory per forward), keeping the run's: `MemoryProbe` reports the larger of the two."""
+    key = _key(device)
+    alloc, reserved = _FOLDED.get(key, (0, 0))
+    _FOLDED[key] = (max(alloc, torch.cuda.max_memory_allocated(device)),
+                    max(reserved, torch.cuda.max_memory_reserved(device)))
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_allocated(device) -> int:
+    """Bytes: the allocator's peak on ``device`` since `MemoryProbe.reset_peak`, across `restart_peak`s."""
+    return max(torch.cuda.max_memory_allocated(device), _FOLDED.get(_key(device), (0, 0))[0])
+
+
+def peak_reserved(device) -> int:
+    return max(torch.cuda.max_memory_reserved(device), _FOLDED.get(_key(device), (0, 0))[1])
+
+
 class MemoryProbe:
     """Memory figures for one device: CUDA counters on a GPU, host RSS on the CPU."""
 
@@ -55,6 +83,7 @@ class MemoryProbe:
         if self.cuda:
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            _FOLDED.pop(_key(self.device), None)
         reset_host_peak()
 
     def current(self) -> dict[str, float]:
@@ -62,15 +91,15 @@ class MemoryProbe:
             sync(self.device)
             return {"allocated_gib": torch.cuda.memory_allocated(self.device) / GIB,
                     "reserved_gib": torch.cuda.memory_reserved(self.device) / GIB,
-                    "max_reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB}
+                    "max_reserved_gib": peak_reserved(self.device) / GIB}
         rss = host_rss_gib()
         return {"allocated_gib": rss, "reserved_gib": rss, "max_reserved_gib": host_peak_rss_gib()}
 
     def peak(self) -> dict[str, float]:
         if self.cuda:
             sync(self.device)
-            return {"peak_allocated_gib": torch.cuda.max_memory_allocated(self.device) / GIB,
-                    "peak_reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB}
+            return {"peak_allocated_gib": peak_allocated(self.device) / GIB,
+                    "peak_reserved_gib": peak_reserved(self.device) / GIB}
         peak = host_peak_rss_gib()
         return {"peak_allocated_gib": peak, "peak_reserved_gib": peak}
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from engines.base import module_nbytes
 from engines.sdnq.config import SDNQConfig
+from engines.sdnq.dtypes import weight_type
 from engines.sdnq.layers import SDNQConv2d, SDNQLayerMixin, SDNQLinear
 
 
@@ -56,6 +57,23 @@ def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | N
             setattr(parent, child_name, layer)
             del child
     return model
+
+
+def quantized_nbytes(model: nn.Module, config: SDNQConfig) -> int:
+    """About the bytes ``model`` will hold once quantized with ``config`` (an upper estimate: the packed
+    weights, a 4-byte scale and zero point per group and per row, and everything else as it is)."""
+    bits = weight_type(config.weight_type).bits
+    total = 0
+    for name, m in model.named_modules():
+        own = [t for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
+        if is_candidate(m, config) and not isinstance(m, SDNQLayerMixin) and not _skipped(name, config):
+            rows, numel = m.weight.shape[0], m.weight.numel()
+            group = config.group_size if config.group_size > 0 else 2 ** (2 + bits)
+            total += numel * bits // 8 + (numel // group + rows) * 4
+            total += sum(t.numel() * t.element_size() for t in own if t is not m.weight)
+        else:
+            total += sum(t.numel() * t.element_size() for t in own)
+    return total
 
 
 def _has_tuner(module: nn.Module) -> bool:

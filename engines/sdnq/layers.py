@@ -262,7 +262,7 @@ class SDNQConv2d(SDNQLayerMixin, nn.Conv2d):
 def _quantize_on(weight: torch.Tensor, wtype: str, group: int, is_conv: bool, config: SDNQConfig,
                  device: torch.device | None, home: torch.device) -> QuantizedWeight:
     work = weight.detach()
-    if device is not None and not weight.is_meta and device.type != home.type:
+    if device is not None and not weight.is_meta and device.type != weight.device.type:
         work = work.to(device, non_blocking=False)
     qw = quantize_weight(work, wtype, group, is_conv, config.scale_dtype)
     if qw.data.device != home:

@@ -283,3 +283,23 @@ def check_resident_start():
     assert torch.cuda.memory_allocated(CUDA) <= before - 4 * 1024 * 1024 * 2  # the GPU copies are gone
     torch.testing.assert_close(model(x), ref, rtol=0, atol=0)  # dispatched again from its CPU copy
     assert manager.stats()["components"]["m"]["gib_to_host"] > 0
+
+
+def test_restarting_the_peak_for_working_memory_keeps_the_runs_peak():
+    _in_child("check_restart_peak")
+
+
+def check_restart_peak():
+    from harness import measure
+
+    probe = measure.MemoryProbe(CUDA)
+    probe.reset_peak()
+    big = torch.empty(GIB, dtype=torch.uint8, device=CUDA)
+    del big
+    measure.restart_peak(CUDA)
+    small = torch.empty(GIB // 8, dtype=torch.uint8, device=CUDA)
+    assert torch.cuda.max_memory_allocated(CUDA) < GIB // 2  # the forward's own peak
+    assert probe.peak()["peak_allocated_gib"] >= 1.0  # the run's peak survives the restart
+    del small
+    probe.reset_peak()
+    assert probe.peak()["peak_allocated_gib"] < 0.5

@@ -11,19 +11,22 @@
   every call. ``as_needed`` keeps them: one leaves at a dispatch only when the dispatched component's
   required layers and one streamed layer do not fit beside it, and while a component streams, an idle
   one leaves as soon as the bytes streamed since its dispatch reach that idle one's bytes (what moving
-  it back later costs), which bounds the traffic at twice the best choice of either.
+  it back later costs), which bounds the traffic at twice the best choice of either. The components a
+  dispatch evicted that way are evicted up front at its next dispatch.
 * Each forward of a component measures its *working memory* (activations and streamed layers in flight:
-  peak allocated during the forward minus what was in use when it started; an upper bound, since the
-  allocator's peak is never reset here, so a forward that does not raise it keeps its earlier figure). Once
-  measured, the component may fill up to ``max_fill`` of the usable memory minus the largest working memory
-  of it and of the components that stay placed beside it, above the high watermark: a component that fits whole next to
+  peak allocated during the forward minus what was in use when it started). On CUDA the allocator's peak
+  restarts at every dispatch (`harness.measure.restart_peak`, which keeps the run's own peak), so the figure
+  is that forward's; a forward that ends without a hook (``vae.decode``) is closed at the next dispatch. Once
+  the working memory of the component and of those placed beside it is known, it may fill up to
+  ``max_fill`` of the usable memory minus the largest of them, above the high watermark; while any is
+  unknown it stays under the high watermark and leaves the known ones their room: a component that fits whole next to
   its activations is placed whole from its second forward on (nothing streamed, as with model offload),
   and one that does not streams only what must. ``max_fill: null`` keeps to the high watermark.
   The cap binds *reserved* memory, not allocated: layers placed one by one next to streamed layers land
   among the holes those left. With ``release_cache`` the allocator's cached free blocks go back to the
   driver before layers are placed.
-* CPU copies are pinned (``pin_memory``) only for layers that move more than once: at a layer's first
-  streaming move and when its component is evicted, so placing a component that stays costs no pinning.
+* CPU copies are pinned (``pin_memory``) only for layers that move more than once: when a dispatch leaves
+  a layer to stream and when its component is evicted, so placing a component that stays costs no pinning.
 * Every move is counted (`BalancedOffload.stats`).
 
 The mechanics are testable without a GPU: `BalancedOffload` takes the onload device and a memory-usage
@@ -40,7 +43,7 @@ import torch
 from torch import nn
 
 from engines.base import Engine, module_nbytes
-from harness.measure import GIB
+from harness.measure import GIB, restart_peak
 from harness.offload.balanced import hooks, placement
 from harness.offload.balanced.moves import move, pin, to_cpu
 from harness.offload.balanced.units import Unit, build_units
@@ -71,6 +74,8 @@ class Component:
     whole: bool = False
     #: Bytes streamed since the latest dispatch, not yet paid off by evicting an idle component.
     rent: int = 0
+    #: Components that streaming evicted during the latest dispatch (evicted up front at the next).
+    rent_evicted: list = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
@@ -95,7 +100,7 @@ class BalancedOffload:
     ``usable``: usable bytes of that device. ``memory_used``: bytes in use on it now; None =
     ``torch.cuda.memory_allocated`` on CUDA, else the bytes of the units this offloader placed there.
     ``memory_peak``: the allocator's peak so far (to measure working memory); None =
-    ``torch.cuda.max_memory_allocated`` on CUDA, else not measured. ``engine``: the run's engine, which
+    ``torch.cuda.max_memory_allocated`` on CUDA, restarted at every dispatch, else not measured. ``engine``: the run's engine, which
     says which modules are quantized layers (`units.build_units`); None = the generic rule.
     The other arguments are the options of `harness.offload.options.BalancedOptions`.
     """
@@ -146,11 +151,20 @@ class BalancedOffload:
             return torch.cuda.max_memory_allocated(self.device)
         return None
 
+    def _restart_peak(self) -> bool:
+        """Restart the allocator's peak (CUDA, no injected peak function); whether it was."""
+        if self._memory_peak is None and self.device.type == "cuda":
+            restart_peak(self.device)
+            return True
+        return False
+
     def move_unit(self, comp: Component, unit: Unit, to_device: bool, streamed: bool = False) -> None:
-        """Move one unit of ``comp`` and count the move; a ``streamed`` move pins the unit's CPU copies
-        first (once: at its first streaming move)."""
-        if streamed and self.pin_memory:
-            pin(unit)
+        """Move one unit of ``comp`` and count the move; a ``streamed`` move (for one forward) pins the
+        unit's CPU copies first (once) and adds its bytes to ``comp``'s rent."""
+        if streamed:
+            comp.rent += unit.nbytes
+            if self.pin_memory:
+                pin(unit)
         copied = move(unit, self.device, to_device)
         if to_device and unit.generic and not unit.resized:
             # a generic unit may change size at its first move (bitsandbytes quantizes then): plan with
@@ -207,6 +221,9 @@ class BalancedOffload:
     @torch.compiler.disable
     def activate(self, name: str) -> None:
         """Component ``name`` starts a forward: evict idle components, place it (or promote layers)."""
+        for other in self.components.values():
+            if other.at_start is not None:  # a forward that ended without the end hook (vae.decode)
+                self._close(other)
         comp = self.components[name]
         comp.last_used = time.perf_counter()
         fresh = not comp.placed
@@ -217,6 +234,11 @@ class BalancedOffload:
                                                  self.used(), int(self.low * self.usable)):
                     self.evict(other)
             else:
+                ahead, comp.rent_evicted = comp.rent_evicted, []
+                for other in self._idle(comp):
+                    if other.name in ahead:
+                        self.evict(other.name)
+                        comp.rent_evicted.append(other.name)
                 self._make_room(comp)
             comp.counters["dispatches"] += 1
             comp.placed = True
@@ -231,30 +253,36 @@ class BalancedOffload:
                 if flag:
                     self.move_unit(comp, unit, True)
                     hooks.unhook_unit(unit)
+                elif self.pin_memory:
+                    pin(unit)  # it streams from now on: pinned here, at the dispatch, not in a later call
             if not fresh:
                 comp.counters["promotions"] += sum(keep)
             comp.whole = all(keep)
-            comp.rent += sum(u.nbytes for u, flag in zip(streamed, keep) if not flag)
         else:
             comp.whole = True
         if fresh or streamed:
             comp.snapshot()
+        self._restart_peak()
         peak = self.peak()
         comp.at_start = None if peak is None else (self.used(), peak)
 
     def room(self, comp: Component) -> int:
-        """Bytes ``comp`` may still place: up to the high watermark, or, once working memory is measured, up
-        to ``max_fill`` of usable memory minus the largest working memory of ``comp`` and of the components
-        placed beside it (whichever allows more)."""
+        """Bytes ``comp`` may still place. Once the working memory of ``comp`` and of every component placed
+        beside it is known (and ``max_fill`` is set): up to ``max_fill`` of usable memory minus the largest
+        of them. Before: up to the high watermark, and no further than leaves the known ones their room."""
         used = self.used()
         budget = int(self.high * self.usable) - used
-        works = [c.work for c in self.components.values() if (c is comp or c.placed) and c.work is not None]
-        if works and comp.work is not None and self.max_fill is not None:
-            budget = max(budget, int(self.max_fill * self.usable) - max(works) - used)
-        return budget
+        if self.max_fill is None:
+            return budget
+        works = [c.work for c in self.components.values() if c is comp or c.placed]
+        fill = int(self.max_fill * self.usable) - used
+        known = [w for w in works if w is not None]
+        if len(known) == len(works):
+            return fill - max(known, default=0)
+        return min(budget, fill - max(known)) if known else budget
 
     def _idle(self, comp: Component) -> list[Component]:
-        """Placed components other than ``comp``, least recently used first."""
+        """Placed components other than ``comp`` holding bytes on the device, least recently used first."""
         return sorted((c for c in self.components.values() if c.placed and c is not comp and c.bytes_on_device()),
                       key=lambda c: c.last_used)
 
@@ -278,19 +306,30 @@ class BalancedOffload:
             if comp.rent >= cost:
                 self.evict(other.name)
                 comp.rent -= cost
+                comp.rent_evicted.append(other.name)
 
     @torch.compiler.disable
     def finished(self, name: str) -> None:
-        """Component ``name`` ended a forward: update its working memory (peak since it started minus what
-        was in use then). A forward that did not raise the allocator's peak keeps the earlier figure (its
-        own peak is not known); the first one is then an upper bound."""
+        """Component ``name`` ended a forward: update its working memory (`_close`)."""
         comp = self.components[name]
+        if comp.at_start is not None:
+            self._close(comp)
+
+    def _close(self, comp: Component) -> None:
+        """End ``comp``'s working-memory measurement: the peak since its forward started minus what was in
+        use then; the component keeps the largest figure of its forwards (decode and encode differ, and a
+        peak reset by the caller in between only lowers one). Without a restartable peak (an injected
+        one), a forward that did not raise the peak keeps the earlier figure; the first is then an upper
+        bound."""
         peak = self.peak()
-        if comp.at_start is not None and peak is not None:
-            used, peak_before = comp.at_start
-            if peak > peak_before or comp.work is None:
-                comp.work = max(0, peak - used)
+        used, peak_before = comp.at_start
         comp.at_start = None
+        if peak is None:
+            return
+        if self._memory_peak is None and self.device.type == "cuda":
+            comp.work = max(comp.work or 0, peak - used)  # restarted at the dispatch: this forward's own peak
+        elif peak > peak_before or comp.work is None:
+            comp.work = max(0, peak - used)
 
     def evict(self, name: str) -> None:
         """Send ``name``'s placed units back to the CPU (their CPU copies pinned, with ``pin_memory``: they

@@ -135,3 +135,16 @@ def test_quantize_model_puts_quantized_layers_on_the_place_while_the_budget_last
     assert all(isinstance(layer, SDNQLayerMixin) for layer in model)
     where = [{t.device.type for t in [*layer.parameters(), *layer.buffers()]} for layer in model]
     assert where == [{"meta"}] * 3 + [{"cpu"}] * 3
+
+
+@pytest.mark.parametrize("wtype", ["int8", "uint4", "int2", "float8_e4m3fn"])
+def test_the_quantized_size_estimate_is_an_upper_bound_that_is_close(wtype):
+    from engines.sdnq.apply import quantize_model, quantized_nbytes
+    from engines.sdnq.config import SDNQConfig
+
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024, dtype=torch.bfloat16), torch.nn.LayerNorm(1024),
+                                torch.nn.Linear(1024, 256, dtype=torch.bfloat16))
+    config = SDNQConfig(weight_type=wtype, quantize_device="cpu")
+    estimate = quantized_nbytes(model, config)
+    real = module_nbytes(quantize_model(model, config))
+    assert real <= estimate <= 1.4 * real  # scales and zero points counted for every type: an upper bound

@@ -374,3 +374,84 @@ def test_only_layers_that_move_again_are_pinned(monkeypatch):
     a(x[:, :32])
     b(x[:, :32])  # evicts `a`: its layers are pinned, since they will move again
     assert set(pinned) == {u.name for u in pair.components["a"].units}
+
+
+def test_room_leaves_every_placed_components_working_memory_once_known():
+    a, b = Toy(blocks=2), Toy(blocks=4)
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    size_b = sum(u.nbytes for u in build_units(b))
+    usable = 4 * size_b
+    manager = BalancedOffload("cpu", usable, high_watermark=0.5, low_watermark=0.1, max_fill=0.9)
+    manager.install({"a": a, "b": b})
+    ca, cb = manager.components["a"], manager.components["b"]
+    a(x)
+    b(x)
+    used = manager.used()
+    assert manager.room(cb) == int(0.5 * usable) - used  # no working memory known: the high watermark
+    ca.work = usable // 10  # `a`'s activations are known, `b`'s not: `b` leaves them their room
+    assert manager.room(cb) == min(int(0.5 * usable) - used, int(0.9 * usable) - usable // 10 - used)
+    cb.work = usable // 20  # both known: max_fill minus the larger of the two
+    assert manager.room(cb) == int(0.9 * usable) - usable // 10 - used
+    ca.work = usable // 2
+    assert manager.room(cb) == int(0.9 * usable) - usable // 2 - used  # smaller than the high watermark's
+
+
+def test_a_forward_without_an_end_hook_is_measured_at_the_next_dispatch():
+    """``vae.decode`` reaches the component hook's pre_forward only; its working memory is closed when the
+    next component is dispatched."""
+    vae, te = Toy(blocks=1), Toy(blocks=1)
+    state = {"peak": 0}
+    manager = BalancedOffload("cpu", 10**9, memory_used=lambda: 100, memory_peak=lambda: state["peak"])
+    manager.install({"vae": vae, "text_encoder": te})
+    manager.activate("vae")  # as diffusers' apply_forward_hook does: no finished("vae")
+    state["peak"] = 100 + 4096  # the decode's activations
+    assert manager.components["vae"].work is None
+    manager.activate("text_encoder")
+    assert manager.components["vae"].work == 4096
+
+
+def test_eviction_as_needed_evicts_up_front_what_streaming_evicted_at_the_last_dispatch():
+    a, b = Toy(blocks=4), Toy(blocks=4)
+    size = sum(u.nbytes for u in build_units(a))
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=int(1.5 * size), high_watermark=1.0, low_watermark=0.1, max_fill=None)
+    manager.install({"a": a, "b": b})
+    comp_a, comp_b = manager.components["a"], manager.components["b"]
+    a(x)
+    while comp_a.bytes_on_device():  # b streams until its rent sends `a` back
+        b(x)
+    assert comp_b.rent_evicted == ["a"]
+    a(x)  # `a` comes back beside a whole `b`, streaming what does not fit ...
+    manager.evict("b")  # ... and b is sent back (as another component's dispatch might)
+    before = manager.stats()["components"]["b"]["gib_to_device"]
+    b(x)  # its next dispatch evicts `a` at once instead of streaming first
+    assert comp_a.bytes_on_device() == 0 and comp_b.whole
+    assert manager.stats()["components"]["b"]["gib_to_device"] - before == pytest.approx(size / 2**30)
+
+
+@pytest.mark.parametrize("fraction", [0.35, 0.6, 1.6])
+def test_flux_pipeline_output_is_unchanged_under_eviction_as_needed(cache_dir, fraction):
+    from harness import synthetic
+
+    folder = synthetic.ensure_checkpoint("flux-tiny", cache_dir)
+    pipe = synthetic.pipeline_class("flux").from_pretrained(folder, torch_dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(height=64, width=64, num_inference_steps=3, max_sequence_length=32, output_type="pt")
+
+    def run():
+        return pipe("a red fox", generator=torch.Generator().manual_seed(0), **kwargs).images
+
+    ref = run()
+    modules = {n: m for n, m in pipe.components.items() if isinstance(m, nn.Module)}
+    total = sum(u.nbytes for m in modules.values() for u in build_units(m))
+    manager = BalancedOffload("cpu", usable=int(total * fraction), high_watermark=0.7, low_watermark=0.2)
+    manager.install(modules)
+    pipe._balanced_offload = manager
+    for _ in range(3):
+        assert torch.equal(run(), ref)
+    comps = offload.stats(pipe)["components"]
+    assert all(c["dispatches"] >= 1 for c in comps.values())
+    resident = sum(c.bytes_on_device() for c in manager.components.values())
+    assert resident <= 0.7 * manager.usable or all(c["work_gib"] is not None for c in comps.values())
+    if fraction * 0.7 > 1:  # everything fits under the high watermark: nothing is evicted
+        assert sum(c["evictions"] for c in comps.values()) == 0
