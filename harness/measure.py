@@ -46,6 +46,8 @@ def reset_host_peak() -> bool:
 
 #: CUDA allocator peaks (allocated, reserved) that `restart_peak` folded in before resetting them, per device.
 _FOLDED: dict[torch.device, tuple[int, int]] = {}
+#: How many times `MemoryProbe.reset_peak` has run in this process (a measurement spanning one is void).
+RESETS = [0]
 
 
 def _key(device) -> torch.device:
@@ -84,6 +86,7 @@ class MemoryProbe:
             sync(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             _FOLDED.pop(_key(self.device), None)
+        RESETS[0] += 1
         reset_host_peak()
 
     def current(self) -> dict[str, float]:

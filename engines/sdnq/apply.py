@@ -8,7 +8,8 @@ from torch import nn
 
 from engines.base import module_nbytes
 from engines.sdnq.config import SDNQConfig
-from engines.sdnq.dtypes import weight_type
+from engines.sdnq.dtypes import conv_weight_type, weight_type
+from engines.sdnq.quantize import resolve_group_size
 from engines.sdnq.layers import SDNQConv2d, SDNQLayerMixin, SDNQLinear
 
 
@@ -61,15 +62,19 @@ def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | N
 
 def quantized_nbytes(model: nn.Module, config: SDNQConfig) -> int:
     """About the bytes ``model`` will hold once quantized with ``config`` (an upper estimate: the packed
-    weights, a 4-byte scale and zero point per group and per row, and everything else as it is)."""
-    bits = weight_type(config.weight_type).bits
+    weights with a row of padding, a 4-byte scale and zero point per group and per row, the weight type
+    convolutions really get, and everything else as it is)."""
     total = 0
     for name, m in model.named_modules():
         own = [t for t in [*m._parameters.values(), *m._buffers.values()] if t is not None]
         if is_candidate(m, config) and not isinstance(m, SDNQLayerMixin) and not _skipped(name, config):
+            wtype = conv_weight_type(config.weight_type) if isinstance(m, nn.Conv2d) else config.weight_type
+            bits = weight_type(wtype).bits
             rows, numel = m.weight.shape[0], m.weight.numel()
-            group = config.group_size if config.group_size > 0 else 2 ** (2 + bits)
-            total += numel * bits // 8 + (numel // group + rows) * 4
+            k = numel // rows
+            group = resolve_group_size(config.group_size, bits, k, isinstance(m, nn.Conv2d))
+            groups = rows * (-(-k // group)) if group > 0 else rows
+            total += (numel + k) * bits // 8 + 8 + (groups + rows) * 4
             total += sum(t.numel() * t.element_size() for t in own if t is not m.weight)
         else:
             total += sum(t.numel() * t.element_size() for t in own)

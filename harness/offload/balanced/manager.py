@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from engines.base import Engine, module_nbytes
+from harness import measure
 from harness.measure import GIB, restart_peak
 from harness.offload.balanced import hooks, placement
 from harness.offload.balanced.moves import move, pin, to_cpu
@@ -264,7 +265,7 @@ class BalancedOffload:
             comp.snapshot()
         self._restart_peak()
         peak = self.peak()
-        comp.at_start = None if peak is None else (self.used(), peak)
+        comp.at_start = None if peak is None else (self.used(), peak, measure.RESETS[0])
 
     def room(self, comp: Component) -> int:
         """Bytes ``comp`` may still place. Once the working memory of ``comp`` and of every component placed
@@ -320,12 +321,12 @@ class BalancedOffload:
         use then; the component keeps the largest figure of its forwards (decode and encode differ, and a
         peak reset by the caller in between only lowers one). Without a restartable peak (an injected
         one), a forward that did not raise the peak keeps the earlier figure; the first is then an upper
-        bound."""
+        bound. A measurement that spans a reset of the run's peak (`MemoryProbe.reset_peak`) is void."""
         peak = self.peak()
-        used, peak_before = comp.at_start
+        used, peak_before, resets = comp.at_start
         comp.at_start = None
-        if peak is None:
-            return
+        if peak is None or resets != measure.RESETS[0]:
+            return  # the run reset the peak meanwhile (after its warm-up): this forward's figure is lost
         if self._memory_peak is None and self.device.type == "cuda":
             comp.work = max(comp.work or 0, peak - used)  # restarted at the dispatch: this forward's own peak
         elif peak > peak_before or comp.work is None:

@@ -137,14 +137,17 @@ def test_quantize_model_puts_quantized_layers_on_the_place_while_the_budget_last
     assert where == [{"meta"}] * 3 + [{"cpu"}] * 3
 
 
-@pytest.mark.parametrize("wtype", ["int8", "uint4", "int2", "float8_e4m3fn"])
-def test_the_quantized_size_estimate_is_an_upper_bound_that_is_close(wtype):
+@pytest.mark.parametrize("wtype", ["int8", "uint4", "int2", "uint2", "float8_e4m3fn", "int6"])
+@pytest.mark.parametrize("quant_conv", [False, True])
+def test_the_quantized_size_estimate_is_an_upper_bound_that_is_close(wtype, quant_conv):
     from engines.sdnq.apply import quantize_model, quantized_nbytes
     from engines.sdnq.config import SDNQConfig
 
-    model = torch.nn.Sequential(torch.nn.Linear(512, 1024, dtype=torch.bfloat16), torch.nn.LayerNorm(1024),
-                                torch.nn.Linear(1024, 256, dtype=torch.bfloat16))
-    config = SDNQConfig(weight_type=wtype, quantize_device="cpu")
+    # K = 3000 is no multiple of any group size; a convolution's sub-4-bit types become uint4
+    model = torch.nn.Sequential(torch.nn.Linear(3000, 1024, dtype=torch.bfloat16), torch.nn.LayerNorm(1024),
+                                torch.nn.Linear(1024, 256, dtype=torch.bfloat16),
+                                torch.nn.Conv2d(20, 40, 3, dtype=torch.bfloat16))
+    config = SDNQConfig(weight_type=wtype, quantize_device="cpu", quant_conv=quant_conv)
     estimate = quantized_nbytes(model, config)
     real = module_nbytes(quantize_model(model, config))
     assert real <= estimate <= 1.4 * real  # scales and zero points counted for every type: an upper bound

@@ -455,3 +455,19 @@ def test_flux_pipeline_output_is_unchanged_under_eviction_as_needed(cache_dir, f
     assert resident <= 0.7 * manager.usable or all(c["work_gib"] is not None for c in comps.values())
     if fraction * 0.7 > 1:  # everything fits under the high watermark: nothing is evicted
         assert sum(c["evictions"] for c in comps.values()) == 0
+
+
+def test_a_working_memory_measurement_spanning_a_reset_of_the_runs_peak_is_void():
+    """The cell resets the peak between warm-up and timed calls; a forward closed across it (``vae.decode``,
+    closed at the next dispatch) would read a peak from after the reset, so its figure is dropped."""
+    from harness.measure import MemoryProbe
+
+    vae, te = Toy(blocks=1), Toy(blocks=1)
+    state = {"peak": 100 + 4096}
+    manager = BalancedOffload("cpu", 10**9, memory_used=lambda: 100, memory_peak=lambda: state["peak"])
+    manager.install({"vae": vae, "text_encoder": te})
+    manager.activate("vae")
+    MemoryProbe(torch.device("cpu")).reset_peak()  # what the cell does after its warm-up
+    state["peak"] = 100
+    manager.activate("text_encoder")
+    assert manager.components["vae"].work is None  # unknown, not 0: room() keeps the high watermark's margin
