@@ -101,8 +101,9 @@ class BalancedOffload:
     ``usable``: usable bytes of that device. ``memory_used``: bytes in use on it now; None =
     ``torch.cuda.memory_allocated`` on CUDA, else the bytes of the units this offloader placed there.
     ``memory_peak``: the allocator's peak so far (to measure working memory); None =
-    ``torch.cuda.max_memory_allocated`` on CUDA, restarted at every dispatch, else not measured. ``engine``: the run's engine, which
-    says which modules are quantized layers (`units.build_units`); None = the generic rule.
+    ``torch.cuda.max_memory_allocated`` on CUDA, restarted at every dispatch, else not measured.
+    ``engine``: the run's engine, which says which modules are quantized layers (`units.build_units`);
+    None = the generic rule.
     The other arguments are the options of `harness.offload.options.BalancedOptions`.
     """
 
@@ -152,12 +153,10 @@ class BalancedOffload:
             return torch.cuda.max_memory_allocated(self.device)
         return None
 
-    def _restart_peak(self) -> bool:
-        """Restart the allocator's peak (CUDA, no injected peak function); whether it was."""
-        if self._memory_peak is None and self.device.type == "cuda":
-            restart_peak(self.device)
-            return True
-        return False
+    @property
+    def _restarts_peak(self) -> bool:
+        """The allocator's peak restarts at each dispatch (CUDA, no injected peak function)."""
+        return self._memory_peak is None and self.device.type == "cuda"
 
     def move_unit(self, comp: Component, unit: Unit, to_device: bool, streamed: bool = False) -> None:
         """Move one unit of ``comp`` and count the move; a ``streamed`` move (for one forward) pins the
@@ -263,7 +262,8 @@ class BalancedOffload:
             comp.whole = True
         if fresh or streamed:
             comp.snapshot()
-        self._restart_peak()
+        if self._restarts_peak:
+            restart_peak(self.device)
         peak = self.peak()
         comp.at_start = None if peak is None else (self.used(), peak, measure.RESETS[0])
 
@@ -327,7 +327,7 @@ class BalancedOffload:
         comp.at_start = None
         if peak is None or resets != measure.RESETS[0]:
             return  # the run reset the peak meanwhile (after its warm-up): this forward's figure is lost
-        if self._memory_peak is None and self.device.type == "cuda":
+        if self._restarts_peak:
             comp.work = max(comp.work or 0, peak - used)  # restarted at the dispatch: this forward's own peak
         elif peak > peak_before or comp.work is None:
             comp.work = max(0, peak - used)
