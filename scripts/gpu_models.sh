@@ -18,7 +18,9 @@
 # BUILD_DEVICE (default cuda: where the weights are drawn, as a cell that finds no checkpoint does).
 # SWEEP=1: each model's cells run as two sweeps (offload none, then balanced under the cap), one process each,
 # instead of a process per cell (about 25 s of start-up each on the lent host), with no budget checks: for
-# `scripts/gpu_queue.sh`, which outlives a device command.
+# `scripts/gpu_queue.sh`, which outlives a device command. With SWEEP=1, ENGINES (default bf16,sdnq,bnb,torchao),
+# OFFLOADS (default "none balanced") and EXTRA (more overrides, e.g. run.force=true to run stored cells again)
+# narrow or extend the sweeps.
 # Workloads: images workload=quick (1024x1024, 8 steps, 1 warm-up + 1 timed); Wan 2.2 704x1280, 41 frames
 # (model.frames=41), 8 steps. Each cell is a fresh `python -m harness` process.
 set -uo pipefail
@@ -141,9 +143,10 @@ for model in "${MODELS[@]}"; do
     ensure_built "$model"; rc=$?
     (( rc == 1 )) && finish
     (( rc == 2 )) && continue
-    for offload in none balanced; do
-      args=(-m model="$model" engine=bf16,sdnq,bnb,torchao offload="$offload" "${work[@]}" run.timeout_s="$CELL_TIMEOUT"
-            run.store="$STORE" metrics.save_images=false)
+    for offload in ${OFFLOADS:-none balanced}; do
+      # shellcheck disable=SC2086
+      args=(-m model="$model" engine="${ENGINES:-bf16,sdnq,bnb,torchao}" offload="$offload" "${work[@]}"
+            run.timeout_s="$CELL_TIMEOUT" run.store="$STORE" metrics.save_images=false ${EXTRA:-})
       [[ "$offload" == balanced ]] && args+=(run.gpu_memory_gib=24)
       echo "== $model offload=$offload: one sweep"
       TORCHINDUCTOR_CACHE_DIR=$WORK/inductor "$PY" -m harness "${args[@]}" 2>&1 \

@@ -5,7 +5,8 @@
 #   source scripts/device_env.sh SHA; OUT=dir [PART=cells|sweep] bash scripts/gpu_overhead.sh
 # Needs the synthetic flux-dev and sdxl checkpoints in $HARNESS_CACHE (device_env.sh's build); the BF16
 # references are computed first (warm-up cells, not measured). CELLS="2 3" runs only those of the five cells
-# (1-based; 6 is the offload=none twin of cells 1-2, 7 is cell 2 past its transient calls: 3 warm-ups, 3 timed); SWEEP_WORKLOAD=standard runs the sweep at the GPU
+# (1-based; 6 is the offload=none twin of cells 1-2, 7 is cell 2 past its transient calls: 3 warm-ups, 3 timed,
+# 8 and 9 are cells 1 and 6 the same way); SWEEP_WORKLOAD=standard runs the sweep at the GPU
 # workload (default: quick, like the cells). SCREEN=1 runs the sweep in a tmux terminal and keeps what its
 # live display shows every 10 s in $OUT/screen.txt (its output is then not in sweep.txt).
 set -uo pipefail
@@ -50,6 +51,8 @@ cells=(
   "model=sdxl engine=torchao dtype=int8"
   "model=flux-dev engine=sdnq dtype=int8"
   "model=flux-dev engine=sdnq dtype=int8 offload=balanced run.gpu_memory_gib=24 workload.warmup=3 workload.repeats=3"
+  "model=flux-dev engine=sdnq dtype=int8 offload=balanced workload.warmup=3 workload.repeats=3"
+  "model=flux-dev engine=sdnq dtype=int8 workload.warmup=3 workload.repeats=3"
 )
 picked=()
 for i in ${CELLS:-1 2 3 4 5}; do picked+=("${cells[$((i - 1))]}"); done

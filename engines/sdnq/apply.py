@@ -33,13 +33,26 @@ def quantize_layer(module: nn.Module, config: SDNQConfig, device: torch.device |
     return SDNQConv2d.from_conv(module, config, device, home=home)
 
 
+#: Peak bytes of quantizing one layer, in multiples of its unquantized (16-bit) bytes: the weight on the
+#: device, its float32 copy and the float32 quotient before rounding, with room to spare (an upper estimate).
+QUANTIZE_WORK = 6
+
+
+def quantize_work_nbytes(model: nn.Module, config: SDNQConfig) -> int:
+    """Device bytes that quantizing ``model``'s largest target layer needs beside what is placed."""
+    sizes = [module_nbytes(m) for name, m in model.named_modules()
+             if is_candidate(m, config) and not isinstance(m, SDNQLayerMixin) and not _skipped(name, config)]
+    return QUANTIZE_WORK * max(sizes, default=0)
+
+
 @torch.no_grad()
 def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | None = None,
                    budget: int = 0) -> nn.Module:
     """Quantize ``model`` in place, layer by layer (each original weight is released as soon as
     its layer is replaced). Returns the model, or the new layer if ``model`` itself is a layer.
     With ``place``, a layer's quantized form is put on ``place`` while the layers put there so far and
-    the layer's unquantized bytes fit in ``budget``; later ones stay where their weights are."""
+    the working memory of quantizing the layer (`QUANTIZE_WORK`) fit in ``budget``; later ones stay where
+    their weights are."""
     device = config.quantize_on()
     if is_candidate(model, config) and not isinstance(model, SDNQLayerMixin):
         return quantize_layer(model, config, device)
@@ -50,7 +63,7 @@ def quantize_model(model: nn.Module, config: SDNQConfig, place: torch.device | N
             if (isinstance(child, SDNQLayerMixin) or not is_candidate(child, config)
                     or _skipped(full, config) or _has_tuner(child)):
                 continue
-            if place is not None and placed + module_nbytes(child) <= budget:
+            if place is not None and placed + QUANTIZE_WORK * module_nbytes(child) <= budget:
                 layer = quantize_layer(child, config, device, home=place)
                 placed += module_nbytes(layer)
             else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from engines.base import Engine, Unsupported
-from engines.sdnq.apply import count_layers, layer_stats, quantize_model, quantized_nbytes
+from engines.sdnq.apply import count_layers, layer_stats, quantize_model, quantize_work_nbytes, quantized_nbytes
 from engines.sdnq.config import QUANTIZATION_OPTIONS, SDNQConfig, SDNQOptions
 from engines.sdnq.dtypes import ALL_TYPES, MATMUL_FLOAT8, supports_quantized_matmul, weight_type
 from engines.sdnq.layers import SDNQLayerMixin
@@ -62,7 +62,7 @@ class SDNQEngine(Engine):
         return module
 
     def quantize_onto(self, name: str, module: torch.nn.Module, device: torch.device, budget: int):
-        if quantized_nbytes(module, self.config) > budget:
+        if quantized_nbytes(module, self.config) + quantize_work_nbytes(module, self.config) > budget:
             return None  # it would land on the device only in part, to go back to the CPU whole
         module = quantize_model(module, self.config, place=device, budget=budget)
         module._sdnq_config = self.config

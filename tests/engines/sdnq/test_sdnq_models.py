@@ -120,9 +120,9 @@ def test_full_size_flux_weight_bytes_on_meta():
 
 def test_quantize_model_puts_quantized_layers_on_the_place_while_the_budget_lasts():
     """`quantize_model(place=, budget=)` (what loading for offload uses on the GPU), with ``meta`` standing in
-    for the device: layers land there in module order while the layers already there and the next one's
-    unquantized bytes fit the budget; the rest stay on the CPU, still quantized."""
-    from engines.sdnq.apply import quantize_model
+    for the device: layers land there in module order while the layers already there and the working memory
+    of quantizing the next one fit the budget; the rest stay on the CPU, still quantized."""
+    from engines.sdnq.apply import QUANTIZE_WORK, quantize_model
     from engines.sdnq.config import SDNQConfig
 
     torch.manual_seed(0)
@@ -130,7 +130,7 @@ def test_quantize_model_puts_quantized_layers_on_the_place_while_the_budget_last
     config = SDNQConfig(weight_type="int8", quantize_device="cpu")
     bf16 = module_nbytes(model[0])
     int8 = module_nbytes(quantize_model(copy.deepcopy(model[0]), config))
-    budget = 2 * int8 + bf16  # two quantized layers placed, the third's BF16 bytes just fit
+    budget = 2 * int8 + QUANTIZE_WORK * bf16  # two quantized layers placed, the third's quantization just fits
     quantize_model(model, config, place=torch.device("meta"), budget=budget)
     assert all(isinstance(layer, SDNQLayerMixin) for layer in model)
     where = [{t.device.type for t in [*layer.parameters(), *layer.buffers()]} for layer in model]
@@ -151,3 +151,16 @@ def test_the_quantized_size_estimate_is_an_upper_bound_that_is_close(wtype, quan
     estimate = quantized_nbytes(model, config)
     real = module_nbytes(quantize_model(model, config))
     assert real <= estimate <= 1.4 * real  # scales and zero points counted for every type: an upper bound
+
+
+def test_quantize_onto_needs_room_for_the_quantized_model_and_one_layers_quantization():
+    from engines.registry import get_engine_class
+    from engines.sdnq.apply import quantize_work_nbytes, quantized_nbytes
+
+    eng = get_engine_class("sdnq")("int8", "post", {})
+    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256, dtype=torch.bfloat16) for _ in range(4)])
+    need = quantized_nbytes(model, eng.config) + quantize_work_nbytes(model, eng.config)
+    assert quantize_work_nbytes(model, eng.config) == 6 * module_nbytes(model[0])
+    assert eng.quantize_onto("transformer", copy.deepcopy(model), torch.device("meta"), need - 1) is None
+    placed = eng.quantize_onto("transformer", model, torch.device("meta"), need)
+    assert {t.device.type for t in [*placed.parameters(), *placed.buffers()]} == {"meta"}

@@ -174,7 +174,7 @@ def test_measured_working_memory_lets_a_fitting_component_go_whole_above_the_hig
 
 def test_release_cache_runs_before_layers_are_placed_only(monkeypatch):
     calls = []
-    monkeypatch.setattr(BalancedOffload, "_release", lambda self: calls.append(self.used()))
+    monkeypatch.setattr(BalancedOffload, "release", lambda self: calls.append(self.used()))
     model = Toy(blocks=2)
     total = sum(u.nbytes for u in build_units(model))
     x = torch.randn(1, 32, dtype=torch.bfloat16)
@@ -471,3 +471,65 @@ def test_a_working_memory_measurement_spanning_a_reset_of_the_runs_peak_is_void(
     state["peak"] = 100
     manager.activate("text_encoder")
     assert manager.components["vae"].work is None  # unknown, not 0: room() keeps the high watermark's margin
+
+
+class Hungry(Toy):
+    """A Toy whose forward and ``decode`` run out of device memory while another component holds bytes
+    on the device (a stand-in for a video VAE's first decode under a cap)."""
+
+    def __init__(self, manager_box, **kw):
+        super().__init__(**kw)
+        self.box, self.attempts = manager_box, 0
+
+    def _check(self):
+        self.attempts += 1
+        others = [c for n, c in self.box[0].components.items() if n != "vae" and c.bytes_on_device()]
+        if others:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    def forward(self, x):
+        self._check()
+        return super().forward(x)
+
+    def decode(self, x):
+        if hasattr(self, "_hf_hook"):
+            self._hf_hook.pre_forward(self)  # as diffusers' apply_forward_hook does
+        self._check()
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("entry", ["forward", "decode"])
+def test_an_out_of_memory_entry_evicts_idle_components_and_runs_once_more(entry):
+    box = []
+    a, vae = Toy(blocks=2), Hungry(box, blocks=2)
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    ref = Toy(blocks=2).forward(x)  # same seed, same weights
+    size = sum(u.nbytes for u in build_units(a))
+    manager = BalancedOffload("cpu", usable=8 * size)
+    box.append(manager)
+    manager.install({"transformer": a, "vae": vae})
+    a(x)
+    assert manager.components["transformer"].bytes_on_device() == size  # placed, idle from now on
+    out = vae(x) if entry == "forward" else vae.decode(x)
+    assert torch.equal(out, ref) and vae.attempts == 2
+    s = manager.stats()["components"]
+    assert s["vae"]["oom_retries"] == 1 and s["transformer"]["evictions"] == 1
+    assert manager.components["transformer"].bytes_on_device() == 0
+    vae.attempts = 0
+    assert torch.equal(vae.decode(x), ref) and vae.attempts == 1  # nothing idle on the device: one attempt
+    manager.remove()
+    assert "decode" not in vars(vae) and vae.forward.__name__ == "forward"  # no guard left
+
+
+def test_an_out_of_memory_error_with_nothing_idle_to_evict_is_the_runs():
+    box = []
+    vae, a = Hungry(box, blocks=2), Toy(blocks=2)
+    x = torch.randn(1, 32, dtype=torch.bfloat16)
+    manager = BalancedOffload("cpu", usable=10**9)
+    box.append(manager)
+    manager.install({"vae": vae, "transformer": a})
+    a(x)
+    manager.components["transformer"].placed = False  # holds bytes but is not idle-placed: nothing to evict
+    with pytest.raises(torch.OutOfMemoryError):
+        vae(x)
+    assert vae.attempts == 1 and manager.stats()["components"]["vae"]["oom_retries"] == 0
