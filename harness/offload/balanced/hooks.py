@@ -92,19 +92,24 @@ ENTRIES = ("forward", "decode", "encode")
 
 
 def _guard(fn, manager: BalancedOffload, name: str):
-    """``fn``, run once more after an out-of-memory error if the manager could free device memory. The
-    retry runs outside the ``except`` block, so the failed attempt's tensors (held by its traceback) are
-    freed first. While compiling it is ``fn`` itself."""
+    """``fn``, run once more after an out-of-memory error if the manager could free device memory, and the
+    component's forward ended (`BalancedOffload.finished`) when it returns. The retry runs outside the
+    ``except`` block, so the failed attempt's tensors (held by its traceback) are freed first. While
+    compiling it is ``fn`` itself."""
+    def _ended(out):
+        manager.finished(name)  # ``decode`` / ``encode`` have no end hook of their own
+        return out
+
     def guarded(*args, **kwargs):
         if torch.compiler.is_compiling():
             return fn(*args, **kwargs)
         try:
-            return fn(*args, **kwargs)
+            return _ended(fn(*args, **kwargs))
         except torch.OutOfMemoryError:
             if not manager.relieve(name):
                 raise
         manager.release()
-        return fn(*args, **kwargs)
+        return _ended(fn(*args, **kwargs))
     guarded.__wrapped__ = fn
     return guarded
 

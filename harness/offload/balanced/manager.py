@@ -16,7 +16,8 @@
 * Each forward of a component measures its *working memory* (activations and streamed layers in flight:
   peak allocated during the forward minus what was in use when it started). On CUDA the allocator's peak
   restarts at every dispatch (`harness.measure.restart_peak`, which keeps the run's own peak), so the figure
-  is that forward's; a forward that ends without a hook (``vae.decode``) is closed at the next dispatch. Once
+  is that forward's; ``decode`` / ``encode`` end at their entry guard (`hooks`), and a forward that ends
+  with no hook at all is closed at the next dispatch. Once
   the working memory of the component and of those placed beside it is known, it may fill up to
   ``max_fill`` of the usable memory minus the largest of them, above the high watermark; while any is
   unknown it stays under the high watermark and leaves the known ones their room: a component that fits whole next to

@@ -410,6 +410,22 @@ def test_a_forward_without_an_end_hook_is_measured_at_the_next_dispatch():
     assert manager.components["vae"].work == 4096
 
 
+def test_a_decode_is_measured_when_it_returns():
+    """The entry guard ends ``decode``'s forward when it returns, before the run can reset its peak."""
+    class Vae(Toy):
+        def decode(self, x):
+            self._hf_hook.pre_forward(self)  # as diffusers' apply_forward_hook does
+            state["peak"] = 100 + 4096  # the decode's activations
+            return x
+
+    vae = Vae(blocks=1)
+    state = {"peak": 0}
+    manager = BalancedOffload("cpu", 10**9, memory_used=lambda: 100, memory_peak=lambda: state["peak"])
+    manager.install({"vae": vae})
+    vae.decode(torch.zeros(1, 32, dtype=torch.bfloat16))
+    assert manager.components["vae"].work == 4096 and manager.components["vae"].at_start is None
+
+
 def test_eviction_as_needed_evicts_up_front_what_streaming_evicted_at_the_last_dispatch():
     a, b = Toy(blocks=4), Toy(blocks=4)
     size = sum(u.nbytes for u in build_units(a))
