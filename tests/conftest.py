@@ -38,6 +38,7 @@ CLI_TIMEOUT_S = 600
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    _order(items)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the device: pytest -m gpu)")
@@ -46,23 +47,48 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def xdist_worker() -> str | None:
+    """The pytest-xdist worker this process is (gw0, gw1, ...), or None when pytest runs alone."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+#: Test files that run first (in this order): the ones whose own work is longest, so that under pytest-xdist
+#: they start at once on their own workers instead of ending the run alone.
+FIRST = ("tests/harness/test_every_engine.py", "tests/harness/models/test_family_cells.py",
+         "tests/harness/test_cli.py", "tests/harness/test_resume.py", "tests/harness/test_hostile.py",
+         "tests/harness/lora/test_lora_cells.py", "tests/harness/test_launchers.py")
+
+
+def _order(items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    key = lambda item: rank.get(item.path.relative_to(ROOT).as_posix(), len(FIRST))
+    items.sort(key=key)  # stable: every other test keeps its collection order
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """Synthetic checkpoints and BF16 references, built once per test session."""
+    """Synthetic checkpoints and BF16 references, built once per test session: one folder that every
+    pytest-xdist worker shares (checkpoint builds and references are safe to run at once)."""
+    if xdist_worker():
+        path = tmp_path_factory.getbasetemp().parent / "harness-cache"
+        path.mkdir(exist_ok=True)
+        return path
     return tmp_path_factory.mktemp("harness-cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def every_engine_sweep(request, tmp_path_factory, cache_dir):
     """The every-engine sweep (tests/harness/sweep_every_engine.py: about 100 tiny cells in a subprocess),
-    started as the session starts when test_every_engine.py is selected, so that it runs beside the other
-    tests on the second core; test_every_engine.py collects its records. None when not selected."""
+    when test_every_engine.py is selected; None when not. Alone, pytest starts it as the session starts, so
+    that it runs beside the other tests on the second core. Under pytest-xdist it starts when its tests first
+    ask for its records, on the worker that runs them (that file runs first, `FIRST`), so only one worker
+    runs it."""
     if not any(item.path.name == "test_every_engine.py" for item in request.session.items):
         yield None
         return
     from tests.harness.sweep_every_engine import Sweep
 
-    sweep = Sweep(cache_dir, tmp_path_factory.mktemp("every-engine"))
+    sweep = Sweep(cache_dir, tmp_path_factory.mktemp("every-engine"), start=not xdist_worker())
     yield sweep
     sweep.stop()  # only when the session ends before its tests ran (-x, Ctrl-C)
 

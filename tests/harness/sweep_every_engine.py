@@ -5,8 +5,8 @@ ops itself (a forked child of a process with a live OpenMP pool can deadlock), w
 cannot promise. Usage (from the repo root): python -m tests.harness.sweep_every_engine CACHE_DIR STORE RUNS_DIR
 
 `Sweep` is the pytest side: tests/conftest.py starts it when the session starts (when test_every_engine.py
-is selected), so that its minute or two of cells runs beside the other tests, on the second core, and
-test_every_engine.py collects its records.
+is selected; under pytest-xdist when its tests first ask), so that its minute or two of cells runs beside
+the other tests, and test_every_engine.py collects its records.
 """
 import subprocess
 import sys
@@ -48,16 +48,23 @@ SWEEP_TIMEOUT_S = 1200
 
 
 class Sweep:
-    """This script in a subprocess, writing to ``work``: started once, waited for by `records`."""
+    """This script in a subprocess, writing to ``work``: started once (now, or at the first `records` with
+    ``start=False``), waited for by `records`."""
 
-    def __init__(self, cache_dir: Path, work: Path):
+    def __init__(self, cache_dir: Path, work: Path, start: bool = True):
+        self.cache_dir, self.work = cache_dir, work
         self.store, self.log = work / "results.sqlite", work / "sweep.log"
+        self.proc = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self.deadline = time.monotonic() + SWEEP_TIMEOUT_S
         # Output to a file, not a pipe: a forked cell left behind cannot keep a wait from returning.
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.harness.sweep_every_engine", str(cache_dir),
-                                          str(self.store), str(work / "runs")], cwd=ROOT, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", "tests.harness.sweep_every_engine",
+                                          str(self.cache_dir), str(self.store), str(self.work / "runs")],
+                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
 
     def records(self) -> dict:
         """{(model, engine, dtype): record} once the sweep has ended; fails the caller past the deadline."""
@@ -65,6 +72,8 @@ class Sweep:
 
         from harness.store import ResultStore
 
+        if self.proc is None:
+            self.start()
         try:
             self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
@@ -82,7 +91,7 @@ class Sweep:
         """End the sweep and every cell it forked (each cell runs in a process group of its own)."""
         import psutil
 
-        if self.proc.poll() is not None:
+        if self.proc is None or self.proc.poll() is not None:
             return
         try:
             procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
