@@ -54,13 +54,15 @@ def xdist_worker() -> str | None:
 
 #: Test files that run first (in this order): the ones whose own work is longest, so that under pytest-xdist
 #: they start at once on their own workers instead of ending the run alone.
-FIRST = ("tests/harness/test_every_engine.py", "tests/harness/models/test_family_cells.py",
-         "tests/harness/test_cli.py", "tests/harness/test_resume.py", "tests/harness/test_hostile.py",
-         "tests/harness/lora/test_lora_cells.py", "tests/harness/test_launchers.py")
+FIRST = ("tests/harness/models/test_family_cells.py", "tests/harness/test_cli.py", "tests/harness/test_resume.py",
+         "tests/harness/test_hostile.py", "tests/harness/lora/test_lora_cells.py", "tests/harness/test_launchers.py")
+#: Test files that run last: they read the every-engine sweep, which runs beside everything else.
+LAST = ("tests/harness/test_every_engine.py",)
 
 
 def _order(items):
     rank = {name: i for i, name in enumerate(FIRST)}
+    rank.update({name: len(FIRST) + 1 for name in LAST})
     key = lambda item: rank.get(item.path.relative_to(ROOT).as_posix(), len(FIRST))
     items.sort(key=key)  # stable: every other test keeps its collection order
 
@@ -79,18 +81,25 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session", autouse=True)
 def every_engine_sweep(request, tmp_path_factory, cache_dir):
     """The every-engine sweep (tests/harness/sweep_every_engine.py: about 100 tiny cells in a subprocess),
-    when test_every_engine.py is selected; None when not. Alone, pytest starts it as the session starts, so
-    that it runs beside the other tests on the second core. Under pytest-xdist it starts when its tests first
-    ask for its records, on the worker that runs them (that file runs first, `FIRST`), so only one worker
-    runs it."""
+    started as the session starts when test_every_engine.py is selected (None when not), so that it runs
+    beside the other tests; test_every_engine.py, which runs last, collects its records. Under pytest-xdist
+    the workers share one sweep: the first to start claims it, and ends the session only once it has ended."""
     if not any(item.path.name == "test_every_engine.py" for item in request.session.items):
         yield None
         return
     from tests.harness.sweep_every_engine import Sweep
 
-    sweep = Sweep(cache_dir, tmp_path_factory.mktemp("every-engine"), start=not xdist_worker())
+    if xdist_worker():
+        work = tmp_path_factory.getbasetemp().parent / "every-engine"
+        work.mkdir(exist_ok=True)
+    else:
+        work = tmp_path_factory.mktemp("every-engine")
+    sweep = Sweep(cache_dir, work)
+    sweep.claim()
     yield sweep
-    sweep.stop()  # only when the session ends before its tests ran (-x, Ctrl-C)
+    if sweep.proc is not None and not (request.session.shouldfail or request.session.shouldstop):
+        sweep.wait()  # another worker may still read its records
+    sweep.stop()
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 Used by test_every_engine.py as a subprocess: the parent of the forked cells must not have run torch
 ops itself (a forked child of a process with a live OpenMP pool can deadlock), which the pytest process
-cannot promise. Usage (from the repo root): python -m tests.harness.sweep_every_engine CACHE_DIR STORE RUNS_DIR
+cannot promise. Usage (from the repo root):
+python -m tests.harness.sweep_every_engine CACHE_DIR STORE RUNS_DIR [RC_FILE]
 
 `Sweep` is the pytest side: tests/conftest.py starts it when the session starts (when test_every_engine.py
-is selected; under pytest-xdist when its tests first ask), so that its minute or two of cells runs beside
-the other tests, and test_every_engine.py collects its records.
+is selected; under pytest-xdist in the first worker to get there), so that its cells run beside the other
+tests, and test_every_engine.py, which runs last, collects its records.
 """
+import os
 import subprocess
 import sys
 import time
@@ -41,30 +43,57 @@ def main(cache_dir: str, store: str, runs_dir: str) -> None:
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The whole sweep (about 100 tiny cells): 1-2 min on an idle 2-core machine, about 8 min seen on a busy
-#: one while torch still ran two threads per process; 3x the idle time plus a wide margin. It bounds the
-#: sweep from its start, whichever test (or none) waits for it.
-SWEEP_TIMEOUT_S = 1200
+#: The whole sweep (about 100 tiny cells): 1-2 min on an idle 2-core machine, 5-6 min beside two pytest-xdist
+#: workers there; 3x that for a busy machine. It bounds the sweep from its start, whichever test (or none)
+#: waits for it.
+SWEEP_TIMEOUT_S = 1800
 
 
 class Sweep:
-    """This script in a subprocess, writing to ``work``: started once (now, or at the first `records` with
-    ``start=False``), waited for by `records`."""
+    """This script in a subprocess, writing to ``work``, which several pytest processes may share (the
+    workers of pytest-xdist): the first to `claim` it starts the subprocess; `records` waits for its end,
+    from any of them, through the files it leaves (``rc`` holds its exit status)."""
 
-    def __init__(self, cache_dir: Path, work: Path, start: bool = True):
+    def __init__(self, cache_dir: Path, work: Path):
         self.cache_dir, self.work = cache_dir, work
-        self.store, self.log = work / "results.sqlite", work / "sweep.log"
+        self.store, self.log, self.rc = work / "results.sqlite", work / "sweep.log", work / "rc"
+        self.deadline_file = work / "deadline"
         self.proc = None
-        if start:
-            self.start()
 
-    def start(self) -> None:
-        self.deadline = time.monotonic() + SWEEP_TIMEOUT_S
+    def claim(self) -> bool:
+        """Start the sweep unless another process sharing ``work`` already did; True if this one did."""
+        try:
+            os.close(os.open(self.work / "claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        self.deadline_file.write_text(str(time.time() + SWEEP_TIMEOUT_S))
         # Output to a file, not a pipe: a forked cell left behind cannot keep a wait from returning.
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "tests.harness.sweep_every_engine",
-                                          str(self.cache_dir), str(self.store), str(self.work / "runs")],
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                                          str(self.cache_dir), str(self.store), str(self.work / "runs"),
+                                          str(self.rc)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return True
+
+    def _left(self) -> float:
+        try:
+            return float(self.deadline_file.read_text()) - time.time()
+        except (OSError, ValueError):
+            return float(SWEEP_TIMEOUT_S)
+
+    def wait(self) -> bool:
+        """Wait until the sweep has ended or its deadline has passed; True if it ended."""
+        self.claim()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=max(1.0, self._left()))
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        while not self.rc.exists():
+            if self._left() <= 0:
+                return False
+            time.sleep(0.5)
+        return True
 
     def records(self) -> dict:
         """{(model, engine, dtype): record} once the sweep has ended; fails the caller past the deadline."""
@@ -72,23 +101,23 @@ class Sweep:
 
         from harness.store import ResultStore
 
-        if self.proc is None:
-            self.start()
         try:
-            self.proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+            ended = self.wait()
+        except BaseException:  # a pytest-timeout backstop or Ctrl-C: leave no sweep running
+            self.stop()
+            raise
+        if not ended:
             self.stop()
             done = sum(1 for line in self.log.read_text(errors="replace").splitlines() if line.startswith(MODELS))
             pytest.fail(f"the every-engine sweep exceeded {SWEEP_TIMEOUT_S} s ({done} of {len(MODELS) * len(CELLS)} "
                         f"cells done); its log: {self.log}", pytrace=False)
-        except BaseException:  # a pytest-timeout backstop or Ctrl-C: leave no sweep running
-            self.stop()
-            raise
-        assert self.proc.returncode == 0, self.log.read_text(errors="replace")[-3000:]
+        status = self.proc.returncode if self.proc is not None else int(self.rc.read_text() or 1)
+        assert status == 0, self.log.read_text(errors="replace")[-3000:]
         return {(r["model"], r["engine"], r["dtype"]): r for r in ResultStore(self.store).records()}
 
     def stop(self) -> None:
-        """End the sweep and every cell it forked (each cell runs in a process group of its own)."""
+        """End the sweep and every cell it forked (each cell runs in a process group of its own), if this
+        process started it."""
         import psutil
 
         if self.proc is None or self.proc.poll() is not None:
@@ -107,4 +136,10 @@ class Sweep:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    status = 1
+    try:
+        main(*sys.argv[1:4])
+        status = 0
+    finally:
+        if len(sys.argv) > 4:  # the exit status, for pytest processes that did not start this one
+            Path(sys.argv[4]).write_text(str(status))
