@@ -181,6 +181,8 @@ def measure(job: CellJob) -> dict:
         }
         engine_report = {**engine.report(), "components": load_report["components"],
                          "checkpoint": load_report["checkpoint"]}
+        if "vae_compute_dtype" in load_report:  # harness.cpu_vae
+            engine_report["vae_compute_dtype"] = load_report["vae_compute_dtype"]
         return {"metrics": metrics, "quality": quality_block, "engine_report": engine_report,
                 "lora_report": lora_report,
                 "offload_report": offload_report, "compile_report": compile_report, "env": partial["env"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from engines.base import DENOISERS, Engine, module_nbytes
-from harness import checkpoint, offload, synthetic
+from harness import checkpoint, cpu_vae, offload, synthetic
 from harness.measure import GIB, sync
 
 _DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -171,4 +171,7 @@ def load_pipeline(cell, engine: Engine, device: torch.device, place_on_device: b
         "reference_weight_gib": sum(c["stored_gib"] for c in components.values()),
         "total_weight_gib": sum(module_nbytes(m) for m in all_modules.values()) / GIB,
     }
+    vae = cpu_vae.upcast(pipe, device)
+    if vae is not None:
+        report["vae_compute_dtype"] = vae
     return pipe, report

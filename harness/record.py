@@ -163,7 +163,9 @@ class Record:
     metrics: Metrics = doc("what was measured (see `metrics.*`)", default=None)
     quality: Quality = doc("comparison with BF16 (see `quality.*`)", default=None)
     engine_report: Optional[dict] = doc("engine, dtype, mode, resolved settings, backend versions, per component: "
-                                        "stored and quantized GiB, quantized/target module counts")
+                                        "stored and quantized GiB, quantized/target module counts; "
+                                        "`vae_compute_dtype` when the VAE computed in float32 on a CPU without BF16 "
+                                        "convolutions (`harness.cpu_vae`)")
     lora_report: Optional[LoraReport] = doc("what a cell with a LoRA did with it (see `lora_report.*`)")
     offload_report: Optional[dict] = doc("what the offload step did (placement, moves, GiB moved)")
     compile_report: Optional[dict] = doc("what the compile step did")

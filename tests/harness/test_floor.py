@@ -3,7 +3,7 @@ torch.compile, whose real CPU compile takes minutes here) a compiled cell's floo
 the BF16 cell it is, carried by every cell with that compile mode and shown in the reports."""
 import pytest
 
-from harness import floor, reference
+from harness import floor, isolate, reference
 from harness.validate import validate
 
 TINY = ["model=flux-tiny", "workload=tiny", "workload.height=64", "workload.width=64", "workload.steps=2",
@@ -101,6 +101,9 @@ def test_a_compiled_cells_floor_is_computed_once_stored_and_shown(compose, cache
     from reports import html, leaderboard
 
     monkeypatch.setattr(compilation, "apply", _stand_in_compile(compilation.apply))
+    # The stand-in reaches the cells only in forked children: fork even if an earlier test in this process
+    # made the runner spawn from now on (these CPU cells need no CUDA in the child).
+    monkeypatch.setattr(isolate, "start_method", lambda: "fork")
     store = tmp_path / "results.sqlite"
     run = [f"run.store={store}", f"run.cache_dir={cache_dir}", "workload.seeds=[13]"]
     said = []
