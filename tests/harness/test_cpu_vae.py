@@ -9,13 +9,15 @@ from harness import cpu_vae
 class Vae(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(4, 3, 3, padding=1, dtype=torch.bfloat16)
+        self.encoder = nn.Conv2d(3, 4, 3, padding=1, dtype=torch.bfloat16)
+        self.decoder = nn.Conv2d(4, 3, 3, padding=1, dtype=torch.bfloat16)
+        self.conv = self.decoder
 
     def decode(self, z, return_dict=True):
-        return self.conv(z)
+        return self.decoder(z)
 
     def encode(self, x):
-        return self.conv(x[:, :4])
+        return self.encoder(x)
 
 
 class Pipe:
@@ -23,7 +25,7 @@ class Pipe:
         self.vae = Vae()
 
 
-def test_a_plain_bf16_vae_on_a_cpu_without_bf16_convolutions_decodes_in_float32(monkeypatch):
+def test_a_plain_bf16_vae_on_a_cpu_without_bf16_convolutions_decodes_in_float32_and_encodes_in_bf16(monkeypatch):
     monkeypatch.setattr(cpu_vae, "bf16_convolutions_native", lambda: False)
     pipe = Pipe()
     z = torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)
@@ -32,7 +34,7 @@ def test_a_plain_bf16_vae_on_a_cpu_without_bf16_convolutions_decodes_in_float32(
     assert pipe.vae.conv.weight.dtype == torch.float32
     out = pipe.vae.decode(z, return_dict=False)  # a BF16 latent from the denoiser
     assert out.dtype == torch.float32 and torch.equal(out, ref)
-    assert pipe.vae.encode(torch.randn(1, 4, 8, 8, dtype=torch.bfloat16)).dtype == torch.float32
+    assert pipe.vae.encode(torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("case", ["native", "cuda", "float32", "quantized", "none"])
