@@ -32,7 +32,7 @@ def upcast(pipe, device: torch.device) -> str | None:
     """Make ``pipe``'s VAE decode in float32 when ``device`` is a CPU without BF16 convolutions and the VAE
     is plain BF16 (not quantized) with a ``decoder``. Returns `NOTE` when it did, else None (nothing changed)."""
     vae = getattr(pipe, "vae", None)
-    if device.type != "cpu" or not isinstance(vae, nn.Module) or not isinstance(getattr(vae, "decoder", None), nn.Module):
+    if device.type != "cpu" or not isinstance(getattr(vae, "decoder", None), nn.Module):
         return None
     params = [*vae.parameters(), *vae.buffers()]
     if not params or any(type(t) not in (torch.Tensor, nn.Parameter) for t in params):

@@ -82,7 +82,6 @@ class Sweep:
 
     def wait(self) -> bool:
         """Wait until the sweep has ended or its deadline has passed; True if it ended."""
-        self.claim()
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=max(1.0, self._left()))
