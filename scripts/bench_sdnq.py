@@ -63,6 +63,20 @@ CONFIGS = {
                                                             compile="regional", graph=True),
     "sdnq int8 + qmm (regional) + cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, compile="regional",
                                                    graph=True),
+    "sdnq float8_e4m3fn + qmm (regional) exact accumulation": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True,
+                                                                    compile="regional", fast_accum=False),
+    "sdnq int8 fused qkv": dict(kind="sdnq", dtype="int8", fuse=True),
+    "sdnq uint4 fused qkv": dict(kind="sdnq", dtype="uint4", fuse=True),
+    "sdnq float8_e4m3fn + qmm + fused qkv (regional)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, fuse=True,
+                                                            compile="regional"),
+    "sdnq float8_e4m3fn + qmm + fused qkv (regional) + cudagraph": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True,
+                                                                        fuse=True, compile="regional", graph=True),
+    "sdnq float8_e4m3fn + qmm + fused qkv (compiled)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, fuse=True,
+                                                            compile=True),
+    "sdnq int8 + qmm + fused qkv (regional)": dict(kind="sdnq", dtype="int8", qmm=True, fuse=True,
+                                                   compile="regional"),
+    "sdnq int8 + qmm + fused qkv (regional) + cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, fuse=True,
+                                                               compile="regional", graph=True),
 }
 #: The peers SDNQ is compared with (the best of them is each row's second ratio).
 PEERS = ("torchao", "public")
@@ -134,7 +148,9 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
     t = time.perf_counter()
     if spec["kind"] == "sdnq":
         from engines.registry import get_engine_class
-        engine = get_engine_class("sdnq")(spec["dtype"], "post", {"use_quantized_matmul": spec.get("qmm", False)})
+        options = {"use_quantized_matmul": spec.get("qmm", False), "fuse_qkv": spec.get("fuse", False),
+                   "fp8_fast_accum": spec.get("fast_accum", True)}
+        engine = get_engine_class("sdnq")(spec["dtype"], "post", options)
         engine.check_platform(torch.device(device))
         model = engine.quantize("transformer", model)
         engine.verify("transformer", model)
@@ -188,7 +204,8 @@ def _bench_one(name, spec, base, x, ref, args):
         for _ in range(args.warmup):
             model(**x)
         times = [timed(lambda: model(**x)[0], args.device)[1] for _ in range(args.iters)]
-        profile = _profile(model, x, args) if args.profile else None
+        wanted = args.profile == "all" or name in args.profile.split(";")
+        profile = _profile(model, x, args) if wanted else None
     inner = getattr(model, "_orig_mod", model)
     row = {"config": name, "s_per_step": statistics.median(times), "first_call_s": first,
            "s_per_step_min": min(times), "s_per_step_max": max(times),
@@ -263,7 +280,9 @@ def main(argv=None):
     p.add_argument("--configs", default="all", help="comma-separated names from: " + "; ".join(CONFIGS))
     p.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune-no-cudagraphs, ...)")
     p.add_argument("--no-pre", action="store_true", help="skip the pre-mode memory measurement")
-    p.add_argument("--profile", action="store_true", help="print a torch.profiler kernel table of one forward")
+    p.add_argument("--profile", nargs="?", const="all", default="",
+                   help="print a torch.profiler kernel table of one forward of every row, or of the rows named "
+                        "(separated by ';')")
     p.add_argument("--profile-rows", type=int, default=15)
     p.add_argument("--warm-cache", dest="fresh_cache", action="store_false",
                    help="reuse the inductor / Triton caches between rows (default: a fresh, empty one per row)")

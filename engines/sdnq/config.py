@@ -17,6 +17,9 @@ class SDNQOptions:
     use_quantized_matmul: bool = option(False, "INT8 (int types) / FP8 (float8_e4m3fn, float8_e5m2) matmul with "
                                                "per-token activation quantization")
     quantized_matmul_conv: bool = option(False, "the same for convolutions")
+    fuse_qkv: bool = option(False, "fuse each FLUX attention's query / key / value layers (and the text "
+                                   "stream's) into one: one GEMM and one activation quantization instead of "
+                                   "three, exact; the separate layers are gone, so no LoRA")
     dequantize_fp32: bool = option(False, "dequantize in fp32 (slower, slightly more exact)")
     compile_dequantize: bool = option(True, "on CUDA + Triton: the Triton kernels where they apply, else "
                                             "torch.compile")
@@ -25,6 +28,8 @@ class SDNQOptions:
     dequant_backend: str = option("auto", "dequantization kernel: auto (Triton on CUDA where it applies) or "
                                           "torch; default from $SDNQ_DEQUANT_BACKEND", choices=("auto", "torch"),
                                   env="SDNQ_DEQUANT_BACKEND")
+    fp8_fast_accum: bool = option(True, "FP8 matmul: the tensor cores' fast accumulation (as torchao's float8 "
+                                        "uses); false: the full-precision accumulation, slower")
     int8_backend: str = option("auto", "INT8 matmul kernel: auto (Triton on CUDA when available), triton or "
                                        "torch (torch._int_mm); default from $SDNQ_INT8_BACKEND",
                                choices=("auto", "triton", "torch"), env="SDNQ_INT8_BACKEND")

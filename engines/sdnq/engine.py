@@ -12,6 +12,7 @@ from engines.base import Engine, Unsupported
 from engines.sdnq.apply import count_layers, layer_stats, quantize_model, quantize_work_nbytes, quantized_nbytes
 from engines.sdnq.config import QUANTIZATION_OPTIONS, SDNQConfig, SDNQOptions
 from engines.sdnq.dtypes import ALL_TYPES, MATMUL_FLOAT8, supports_quantized_matmul, weight_type
+from engines.sdnq.fuse import fuse_projections
 from engines.sdnq.layers import SDNQLayerMixin
 
 
@@ -31,6 +32,7 @@ class SDNQEngine(Engine):
         from engines.sdnq import matmul, triton_dequant
 
         matmul.INT8_BACKEND = self.settings["int8_backend"]
+        matmul.FP8_FAST_ACCUM = self.settings["fp8_fast_accum"]
         triton_dequant.BACKEND = self.settings["dequant_backend"]
         self._done: dict[str, dict] = {}
 
@@ -57,17 +59,20 @@ class SDNQEngine(Engine):
 
     def quantize(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
         module = quantize_model(module, self.config)
+        return self._finish(name, module, "post")
+
+    def _finish(self, name: str, module: torch.nn.Module, how: str) -> torch.nn.Module:
+        """A component once quantized: projections fused (option ``fuse_qkv``), its report kept."""
         module._sdnq_config = self.config
-        self._done[name] = {"how": "post", **layer_stats(module)}
+        fused = fuse_projections(module) if self.settings["fuse_qkv"] else 0
+        self._done[name] = {"how": how, **layer_stats(module), **({"fused_projections": fused} if fused else {})}
         return module
 
     def quantize_onto(self, name: str, module: torch.nn.Module, device: torch.device, budget: int):
         if quantized_nbytes(module, self.config) + quantize_work_nbytes(module, self.config) > budget:
             return None  # it would land on the device only in part, to go back to the CPU whole
         module = quantize_model(module, self.config, place=device, budget=budget)
-        module._sdnq_config = self.config
-        self._done[name] = {"how": "post", **layer_stats(module)}
-        return module
+        return self._finish(name, module, "post")
 
     def load_component(self, name: str, cls: type, path: str, **kwargs) -> torch.nn.Module:
         from engines.sdnq.loading import load_quantized_component
@@ -81,9 +86,13 @@ class SDNQEngine(Engine):
             dtype = kwargs.get("torch_dtype") or self.compute_dtype
             module, how = load_quantized_component(cls, path, name, self.config, dtype,
                                                    variant=kwargs.get("variant"))
-        module._sdnq_config = self.config
-        self._done[name] = {"how": how, **layer_stats(module)}
-        return module
+        return self._finish(name, module, how)
+
+    def check_lora(self, fuse: bool, device: torch.device) -> None:
+        if self.settings["fuse_qkv"]:
+            raise Unsupported("fuse_qkv replaces the to_q / to_k / to_v layers that LoRA files name: "
+                              "use engine.options.fuse_qkv=false with a LoRA")
+        super().check_lora(fuse, device)
 
     def count_quantized(self, module: torch.nn.Module) -> tuple[int, int]:
         return count_layers(module, self.config)
@@ -92,7 +101,8 @@ class SDNQEngine(Engine):
         out = super().report()
         from engines.sdnq import matmul, triton_dequant
         out["settings"] = {**out["settings"], "compute_dtype": str(self.compute_dtype).removeprefix("torch.")}
-        out["sdnq"] = {"components": self._done, "int8_backend": matmul.INT8_BACKEND, "dequant_backend": triton_dequant.BACKEND,
+        out["sdnq"] = {"components": self._done, "int8_backend": matmul.INT8_BACKEND,
+                       "dequant_backend": triton_dequant.BACKEND, "fp8_fast_accum": matmul.FP8_FAST_ACCUM,
                        "versions": {"torch": torch.__version__}}
         return out
 

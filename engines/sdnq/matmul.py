@@ -27,6 +27,9 @@ from engines.sdnq.pack import unpack_bits
 #: "auto" (Triton on CUDA when available, else torch._int_mm), "triton" or "torch".
 INT8_BACKEND = os.environ.get("SDNQ_INT8_BACKEND", "auto")
 FP8_ACT = torch.float8_e4m3fn
+#: torch._scaled_mm's ``use_fast_accum``: Hopper's FP8 tensor cores accumulate in reduced precision between
+#: periodic promotions to fp32 (faster); False accumulates at full precision.
+FP8_FAST_ACCUM = True
 _warned: set[str] = set()
 
 
@@ -80,7 +83,7 @@ def fp8_matmul(xq, x_scale, wq, w_scale, bias, out_dtype) -> torch.Tensor:
         try:
             out = torch._scaled_mm(xq, wq.t(), scale_a=x_scale, scale_b=w_scale.float().view(1, -1),
                                    bias=bias.to(torch.bfloat16) if bias is not None else None,
-                                   out_dtype=torch.bfloat16)
+                                   out_dtype=torch.bfloat16, use_fast_accum=FP8_FAST_ACCUM)
             return out.to(out_dtype)
         except RuntimeError as err:
             if torch.compiler.is_compiling():
