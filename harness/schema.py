@@ -70,7 +70,8 @@ class LoraConfig:
 
 @dataclass
 class CompileConfig:
-    name: str = _doc("compile mode: none | default | max-autotune | reduce-overhead | regional | cudagraph", "none")
+    name: str = _doc("compile mode: none | default | max-autotune | reduce-overhead | regional | cudagraph | "
+                     "regional-cudagraph", "none")
 
 
 @dataclass
@@ -82,7 +83,7 @@ class TorchCompileConfig(CompileConfig):
 #: Compile mode -> its schema.
 COMPILE_SCHEMAS = {"none": CompileConfig, "default": TorchCompileConfig, "max-autotune": TorchCompileConfig,
                    "reduce-overhead": TorchCompileConfig, "regional": TorchCompileConfig,
-                   "cudagraph": CompileConfig}
+                   "cudagraph": CompileConfig, "regional-cudagraph": TorchCompileConfig}
 
 
 @dataclass

@@ -51,10 +51,13 @@ CONFIGS = {
     "torchao int8 weight-only": dict(kind="torchao", recipe="int8wo"),
     "torchao float8 dynamic (compiled)": dict(kind="torchao", recipe="float8dq", compile=True),
     "torchao float8 dynamic (regional)": dict(kind="torchao", recipe="float8dq", compile="regional"),
+    "torchao float8 dynamic (regional) + cudagraph": dict(kind="torchao", recipe="float8dq", compile="regional",
+                                                          graph=True),
     "public sdnq int8": dict(kind="public", dtype="int8"),
     "public sdnq int8 + qmm": dict(kind="public", dtype="int8", qmm=True),
     "public sdnq uint4": dict(kind="public", dtype="uint4"),
     "bf16 cudagraph": dict(kind="bf16", graph=True),
+    "bf16 regional + cudagraph": dict(kind="bf16", compile="regional", graph=True),
     "sdnq int8 cudagraph": dict(kind="sdnq", dtype="int8", graph=True),
     "sdnq uint4 cudagraph": dict(kind="sdnq", dtype="uint4", graph=True),
     "sdnq int8 + qmm cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, graph=True),
@@ -78,6 +81,9 @@ CONFIGS = {
     "sdnq int8 + qmm + fused qkv (regional) + cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, fuse=True,
                                                                compile="regional", graph=True),
 }
+#: torch.compile's ``dynamic`` for every compiled row: static shapes, as the harness compiles (a recompile
+#: must not turn a row's graphs dynamic, which would make the rows' kernels differ in kind).
+DYNAMIC = False
 #: The peers SDNQ is compared with (the best of them is each row's second ratio).
 PEERS = ("torchao", "public")
 
@@ -172,9 +178,9 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
     mode = None if compile_mode == "default" else compile_mode
     if spec.get("compile") == "regional":  # the repeated blocks only: one compile per block class
         for block in [*model.transformer_blocks, *model.single_transformer_blocks]:
-            block.compile(mode=mode)
+            block.compile(mode=mode, dynamic=DYNAMIC)
     elif spec.get("compile"):
-        model = torch.compile(model, mode=mode)
+        model = torch.compile(model, mode=mode, dynamic=DYNAMIC)
     if spec.get("graph"):  # the harness's compile=cudagraph: the whole forward as one CUDA graph
         from harness import cudagraph
         cudagraph.install(model)
@@ -288,9 +294,14 @@ def main(argv=None):
                    help="reuse the inductor / Triton caches between rows (default: a fresh, empty one per row)")
     p.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
                    help="override an integer constant of an engines.sdnq module, e.g. triton_dequant.NUM_WARPS=8")
+    p.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a torch._inductor.config value for the whole run, e.g. "
+                        "triton.persistent_reductions=False (a Python literal: True, 4096, 'x')")
     args = p.parse_args(argv)
     for item in args.set:
         _set_constant(item)
+    for item in args.inductor:
+        _set_inductor(item)
     args.device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     if args.device == "cpu" and not args.tiny:
         sys.exit("no CUDA device: use --tiny for the CPU smoke test")
@@ -301,7 +312,8 @@ def main(argv=None):
 
     results = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "set": args.set,
                "torch": torch.__version__, "model": "flux-tiny" if args.tiny else "FLUX.1-dev (synthetic)",
-               "rows": [], "pre_mode": [], "fresh_cache": args.fresh_cache}
+               "rows": [], "pre_mode": [], "fresh_cache": args.fresh_cache, "compile_dynamic": DYNAMIC,
+               "inductor": args.inductor}
     if not args.no_pre:
         for dtype in ("int8", "uint4"):
             results["pre_mode"].append(bench_pre_mode(cfg, args.device, dtype))
@@ -344,6 +356,25 @@ def _set_constant(item: str) -> None:
     if not hasattr(mod, name):
         sys.exit(f"--set {item}: engines.sdnq.{module} has no {name}")
     setattr(mod, name, int(value))
+
+
+def _set_inductor(item: str) -> None:
+    import ast
+
+    import torch._inductor.config as config
+    name, _, value = item.partition("=")
+    *path, leaf = name.split(".")
+    target = config
+    for part in path:
+        target = getattr(target, part, None)
+        if target is None:
+            sys.exit(f"--inductor {item}: torch._inductor.config has no {name}")
+    if not hasattr(target, leaf):
+        sys.exit(f"--inductor {item}: torch._inductor.config has no {name}")
+    try:
+        setattr(target, leaf, ast.literal_eval(value))
+    except (ValueError, SyntaxError):
+        sys.exit(f"--inductor {item}: {value!r} is not a Python literal")
 
 
 def table(results) -> str:

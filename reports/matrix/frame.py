@@ -20,7 +20,7 @@ from reports.columns import lora_label
 from reports.records import device_of, newest
 
 OFFLOAD_ORDER = ("none", "model", "sequential", "group", "balanced")
-COMPILE_ORDER = ("none", "default", "max-autotune", "regional")
+COMPILE_ORDER = ("none", "default", "max-autotune", "reduce-overhead", "regional", "cudagraph", "regional-cudagraph")
 CELL_KEYS = ("model", "device", "engine", "dtype", "mode", "offload", "compile", "lora")
 COLUMNS = [*CELL_KEYS, "status", "error_type", "message", "normalized", "stage", "error_group",
            "known_issues", "verdicts", "disagrees", "created"]

@@ -59,6 +59,20 @@ def test_a_cudagraph_cell_runs_and_reports_its_graphs(cli, tmp_path):
     assert record["quality"]["psnr_db"] is None or record["quality"]["psnr_db"] > 20
 
 
+def test_a_regional_cudagraph_cell_compiles_blocks_and_replays_graphs(cli, tmp_path):
+    proc = cli("run.device=cuda", "engine=sdnq", "dtype=float8_e4m3fn", "engine.options.use_quantized_matmul=true",
+               "engine.options.fuse_qkv=true", "compile=regional-cudagraph", "model=flux-tiny",
+               "workload.height=64", "workload.width=64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = next(json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
+                  if "sdnq" in p.parent.name and "reference" not in str(p))
+    assert record["status"] == "ok", record["error"]
+    report = record["compile_report"]
+    assert report["mode"] == "regional-cudagraph" and report["blocks"] and report["graphs_captured"] >= 1
+    assert report["calls_replayed"] > report["graphs_captured"]
+    assert record["engine_report"]["sdnq"]["components"]["transformer"]["fused_projections"] > 0
+
+
 def test_cudagraph_with_an_offload_mode_is_unsupported(cli, tmp_path):
     proc = cli("run.device=cuda", "engine=sdnq", "dtype=int8", "compile=cudagraph", "offload=balanced",
                "workload.height=64", "workload.width=64")

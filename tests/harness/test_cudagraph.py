@@ -76,3 +76,37 @@ def test_reduce_overhead_needs_cuda_graphs_too():
     with pytest.raises(Unsupported, match="compile=reduce-overhead is torch.compile with CUDA graphs"):
         compilation.check("reduce-overhead", torch.device("cpu"), "none")
     compilation.check("reduce-overhead", torch.device("cuda"), "balanced")
+
+
+@pytest.mark.parametrize("offload", ["none", "balanced"])
+def test_regional_cudagraph_is_refused_where_cudagraph_is(offload):
+    from harness import compilation
+
+    with pytest.raises(Unsupported, match="compile=cudagraph needs a CUDA device"):
+        compilation.check("regional-cudagraph", torch.device("cpu"), offload)
+    if offload != "none":
+        with pytest.raises(Unsupported, match=f"offload={offload}"):
+            compilation.check("regional-cudagraph", torch.device("cuda"), offload)
+    with pytest.raises(Unsupported, match="compile=regional-cudagraph with a LoRA"):
+        compilation.check("regional-cudagraph", torch.device("cuda"), "none", lora=True)
+
+
+def test_regional_cudagraph_compiles_the_blocks_then_graphs_the_forward(monkeypatch):
+    from types import SimpleNamespace
+
+    from harness import compilation, cudagraph
+
+    calls = []
+
+    class Denoiser(torch.nn.Module):
+        _repeated_blocks = ["Block"]
+
+        def compile_repeated_blocks(self, **kwargs):
+            calls.append(("blocks", kwargs))
+
+    monkeypatch.setattr(cudagraph, "install", lambda model: calls.append(("graph", model)) or SimpleNamespace(warmup=2))
+    pipe = SimpleNamespace(transformer=Denoiser())
+    report = compilation.apply(pipe, "regional-cudagraph")
+    assert [c[0] for c in calls] == ["blocks", "graph"] and calls[0][1] == {"fullgraph": False, "dynamic": False}
+    assert report == {"mode": "regional-cudagraph", "blocks": ["Block"], "fullgraph": False, "dynamic": False,
+                      "warmup_runs": 2}
