@@ -76,6 +76,11 @@ CONFIGS = {
                                                                         fuse=True, compile="regional", graph=True),
     "sdnq float8_e4m3fn + qmm + fused qkv (compiled)": dict(kind="sdnq", dtype="float8_e4m3fn", qmm=True, fuse=True,
                                                             compile=True),
+    "sdnq float8_e4m3fn + qmm + fused qkv + int8 attention (regional) + cudagraph": dict(
+        kind="sdnq", dtype="float8_e4m3fn", qmm=True, fuse=True, attention="int8", compile="regional", graph=True),
+    "sdnq float8_e4m3fn + qmm + fused qkv + int8-fp8 attention (regional) + cudagraph": dict(
+        kind="sdnq", dtype="float8_e4m3fn", qmm=True, fuse=True, attention="int8-fp8", compile="regional",
+        graph=True),
     "sdnq int8 + qmm + fused qkv (regional)": dict(kind="sdnq", dtype="int8", qmm=True, fuse=True,
                                                    compile="regional"),
     "sdnq int8 + qmm + fused qkv (regional) + cudagraph": dict(kind="sdnq", dtype="int8", qmm=True, fuse=True,
@@ -155,7 +160,7 @@ def apply(name: str, spec: dict, base: torch.nn.Module, device: str, compile_mod
     if spec["kind"] == "sdnq":
         from engines.registry import get_engine_class
         options = {"use_quantized_matmul": spec.get("qmm", False), "fuse_qkv": spec.get("fuse", False),
-                   "fp8_fast_accum": spec.get("fast_accum", True)}
+                   "fp8_fast_accum": spec.get("fast_accum", True), "quantized_attention": spec.get("attention", "none")}
         engine = get_engine_class("sdnq")(spec["dtype"], "post", options)
         engine.check_platform(torch.device(device))
         model = engine.quantize("transformer", model)

@@ -20,6 +20,10 @@ class SDNQOptions:
     fuse_qkv: bool = option(False, "fuse each FLUX attention's query / key / value layers (and the text "
                                    "stream's) into one: one GEMM and one activation quantization instead of "
                                    "three, exact; the separate layers are gone, so no LoRA")
+    quantized_attention: str = option("none", "FLUX attention on quantized operands: int8 (Q x K^T in INT8, "
+                                              "per-token scales) or int8-fp8 (P x V in FP8 too, per-channel V "
+                                              "scale); fp32 softmax; a Triton kernel on CUDA sm_89+, an fp32 "
+                                              "emulation on CPU", choices=("none", "int8", "int8-fp8"))
     dequantize_fp32: bool = option(False, "dequantize in fp32 (slower, slightly more exact)")
     compile_dequantize: bool = option(True, "on CUDA + Triton: the Triton kernels where they apply, else "
                                             "torch.compile")

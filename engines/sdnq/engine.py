@@ -12,8 +12,13 @@ from engines.base import Engine, Unsupported
 from engines.sdnq.apply import count_layers, layer_stats, quantize_model, quantize_work_nbytes, quantized_nbytes
 from engines.sdnq.config import QUANTIZATION_OPTIONS, SDNQConfig, SDNQOptions
 from engines.sdnq.dtypes import ALL_TYPES, MATMUL_FLOAT8, supports_quantized_matmul, weight_type
+from engines.sdnq import attention
 from engines.sdnq.fuse import fuse_projections
 from engines.sdnq.layers import SDNQLayerMixin
+
+
+#: Component names of denoisers, whose attention `quantized_attention` replaces.
+DENOISERS = ("transformer", "unet")
 
 
 class SDNQEngine(Engine):
@@ -53,6 +58,9 @@ class SDNQEngine(Engine):
             if cap < (8, 9):
                 raise Unsupported(f"FP8 matmul needs a GPU with FP8 tensor cores (sm_89+), this one is "
                                   f"sm_{cap[0]}{cap[1]}; use int8 with use_quantized_matmul instead")
+        if (self.settings["quantized_attention"] != "none" and device.type == "cuda"
+                and torch.cuda.get_device_capability(device) < (8, 9)):
+            raise Unsupported("quantized_attention needs a GPU with FP8 tensor cores (sm_89+) for its P x V product")
         if cfg.use_quantized_matmul and wt.kind == "int" and device.type == "cuda":
             if torch.cuda.get_device_capability(device) < (7, 5):
                 raise Unsupported("INT8 matmul needs a GPU with INT8 tensor cores (sm_75+)")
@@ -64,8 +72,17 @@ class SDNQEngine(Engine):
     def _finish(self, name: str, module: torch.nn.Module, how: str) -> torch.nn.Module:
         """A component once quantized: projections fused (option ``fuse_qkv``), its report kept."""
         module._sdnq_config = self.config
-        fused = fuse_projections(module) if self.settings["fuse_qkv"] else 0
-        self._done[name] = {"how": how, **layer_stats(module), **({"fused_projections": fused} if fused else {})}
+        extra = {}
+        if self.settings["fuse_qkv"] and (fused := fuse_projections(module)):
+            extra["fused_projections"] = fused
+        if self.settings["quantized_attention"] != "none":
+            count = attention.install(module, self.settings["quantized_attention"])
+            if not count and name in DENOISERS:
+                raise Unsupported(f"quantized_attention={self.settings['quantized_attention']} has a kernel for "
+                                  f"{', '.join(attention.PROCESSORS)} (FLUX); this {name} has none")
+            if count:
+                extra["quantized_attention"] = count
+        self._done[name] = {"how": how, **layer_stats(module), **extra}
         return module
 
     def quantize_onto(self, name: str, module: torch.nn.Module, device: torch.device, budget: int):

@@ -16,7 +16,7 @@ def test_declarations():
     assert SDNQ.dtypes == ALL_TYPES and SDNQ.requires == ()
     assert set(SDNQ.option_defaults()) == {"group_size", "quant_conv", "use_quantized_matmul", "quantized_matmul_conv",
                                  "dequantize_fp32", "compile_dequantize", "quantize_device", "dequant_backend",
-                                 "int8_backend", "fuse_qkv", "fp8_fast_accum"}
+                                 "int8_backend", "fuse_qkv", "fp8_fast_accum", "quantized_attention"}
 
 
 def test_unknown_option_and_dtype_are_rejected():

@@ -47,7 +47,8 @@ def test_offload_on_a_cpu_is_unsupported_with_its_reason(records, model):
 def test_regional_compile_runs_the_repeated_blocks_or_says_why_not(records):
     compiled = records[("qwen-image-tiny", "regional")]
     assert compiled["status"] == "ok", compiled["error"]
-    assert compiled["compile_report"] == {"mode": "regional", "blocks": ["QwenImageTransformerBlock"]}
+    assert compiled["compile_report"] == {"mode": "regional", "blocks": ["QwenImageTransformerBlock"], "fullgraph": False,
+                                          "dynamic": False}
     sd3 = records[("sd35-large-tiny", "regional")]
     assert sd3["status"] == "unsupported"
     assert "SD3Transformer2DModel declares no repeated blocks" in sd3["error"]["reason"]
