@@ -24,7 +24,7 @@ def check(name: str, device: torch.device, offload: str, lora: bool = False) -> 
         raise Unsupported("compile=reduce-overhead is torch.compile with CUDA graphs; on a "
                           f"{device.type} device it would be plain inductor (compile=default)")
     if name in GRAPHED:
-        cudagraph.check(device, offload)
+        cudagraph.check(device, offload, name)
         if lora:
             raise Unsupported(f"compile={name} with a LoRA: the LoRA is loaded between the cell's two "
                               "measured phases, and graphs captured before would replay the model without it")

@@ -24,12 +24,13 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from engines.base import Unsupported
 
 
-def check(device: torch.device, offload: str) -> None:
-    """`Unsupported` unless CUDA graphs can run here: a CUDA device, and no offload mode."""
+def check(device: torch.device, offload: str, mode: str = "cudagraph") -> None:
+    """`Unsupported` unless CUDA graphs can run here: a CUDA device, and no offload mode (``mode``: the compile
+    mode the message names)."""
     if device.type != "cuda":
-        raise Unsupported(f"compile=cudagraph needs a CUDA device; this run's device is {device.type}")
+        raise Unsupported(f"compile={mode} needs a CUDA device; this run's device is {device.type}")
     if offload != "none":
-        raise Unsupported(f"compile=cudagraph replays fixed device addresses, and offload={offload} moves the "
+        raise Unsupported(f"compile={mode} replays fixed device addresses, and offload={offload} moves the "
                           "weights between calls: use offload=none")
 
 

@@ -34,15 +34,15 @@ LOG2E = 1.0 / math.log(2.0)
 
 
 @functools.lru_cache(maxsize=None)
-def kernel_available(index: int | None = None) -> bool:
-    """CUDA with FP8 tensor cores (sm_89+) and an importable Triton."""
+def kernel_available(index: int | None = None, pv_fp8: bool = True) -> bool:
+    """CUDA with the tensor cores the kernel needs (INT8: sm_80+; FP8 for ``pv_fp8``: sm_89+) and Triton."""
     if not torch.cuda.is_available():
         return False
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.get_device_capability(index) >= (8, 9)
+    return torch.cuda.get_device_capability(index) >= ((8, 9) if pv_fp8 else (8, 0))
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pv_fp8: bool = True):
@@ -80,7 +80,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | 
     b, h, s, d = q.shape
     scale = d ** -0.5 if scale is None else scale
     qi, qs, ki, ks, vq, vs = quantize(q, k, v, pv_fp8)
-    if q.is_cuda and d in HEAD_DIMS and kernel_available(q.device.index):
+    if q.is_cuda and d in HEAD_DIMS and kernel_available(q.device.index, pv_fp8):
         from engines.sdnq.triton_attention import int8_attention
         flat = (b * h, s, d)
         out = int8_attention(qi.reshape(flat), qs.reshape(b * h, s), ki.reshape(flat), ks.reshape(b * h, s),
@@ -129,6 +129,8 @@ class FluxQuantizedAttnProcessor:
         if attention_mask is None:
             out = attention(q, k, v, pv_fp8=self.pv_fp8)
         else:
+            if attention_mask.dim() == 2:  # [B, S_k] key mask
+                attention_mask = attention_mask[:, None, None, :]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
         out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
@@ -141,11 +143,17 @@ class FluxQuantizedAttnProcessor:
 
 #: Attention classes (diffusers class names) and the quantized processor that replaces theirs.
 PROCESSORS = {"FluxAttention": FluxQuantizedAttnProcessor}
+#: Denoisers (diffusers class names) whose pipeline passes an attention mask with every call, which the kernel
+#: does not take: each call would go to SDPA, so the option is refused for them.
+MASKED = ("ChromaTransformer2DModel",)
 
 
 def install(model: torch.nn.Module, mode: str) -> int:
     """Give every attention of ``model`` named in `PROCESSORS` its quantized processor in ``mode`` (a `MODES`
-    key); returns how many."""
+    key); returns how many. A `MASKED` model raises `ValueError` (its calls would never reach the kernel)."""
+    if type(model).__name__ in MASKED:
+        raise ValueError(f"{type(model).__name__}'s pipeline passes an attention mask with every call, which the "
+                         "quantized attention kernel does not take")
     count = 0
     for module in model.modules():
         processor = PROCESSORS.get(type(module).__name__)

@@ -58,9 +58,12 @@ class SDNQEngine(Engine):
             if cap < (8, 9):
                 raise Unsupported(f"FP8 matmul needs a GPU with FP8 tensor cores (sm_89+), this one is "
                                   f"sm_{cap[0]}{cap[1]}; use int8 with use_quantized_matmul instead")
-        if (self.settings["quantized_attention"] != "none" and device.type == "cuda"
-                and torch.cuda.get_device_capability(device) < (8, 9)):
-            raise Unsupported("quantized_attention needs a GPU with FP8 tensor cores (sm_89+) for its P x V product")
+        qattn = self.settings["quantized_attention"]
+        if qattn != "none" and device.type == "cuda":
+            from engines.sdnq.attention import MODES, kernel_available
+            if not kernel_available(device.index, MODES[qattn]):
+                need = "FP8 tensor cores (sm_89+)" if MODES[qattn] else "INT8 tensor cores (sm_80+)"
+                raise Unsupported(f"quantized_attention={qattn} needs Triton and a GPU with {need}")
         if cfg.use_quantized_matmul and wt.kind == "int" and device.type == "cuda":
             if torch.cuda.get_device_capability(device) < (7, 5):
                 raise Unsupported("INT8 matmul needs a GPU with INT8 tensor cores (sm_75+)")
@@ -76,7 +79,10 @@ class SDNQEngine(Engine):
         if self.settings["fuse_qkv"] and (fused := fuse_projections(module)):
             extra["fused_projections"] = fused
         if self.settings["quantized_attention"] != "none":
-            count = attention.install(module, self.settings["quantized_attention"])
+            try:
+                count = attention.install(module, self.settings["quantized_attention"])
+            except ValueError as err:
+                raise Unsupported(f"quantized_attention: {err}") from None
             if not count and name in DENOISERS:
                 raise Unsupported(f"quantized_attention={self.settings['quantized_attention']} has a kernel for "
                                   f"{', '.join(attention.PROCESSORS)} (FLUX); this {name} has none")

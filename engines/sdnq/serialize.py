@@ -29,6 +29,9 @@ def save_quantized(model: nn.Module, directory: str | Path, config: SDNQConfig |
         raise ValueError("no SDNQConfig given and the model carries none (quantize it with SDNQ first)")
     if any(hasattr(m, "base_layer") for m in model.modules()):
         raise ValueError("the model has LoRA adapters loaded: unload them before saving")
+    if any(getattr(m, "fused_projections", False) for m in model.modules()):
+        raise ValueError("the model's attention projections are fused (fuse_qkv): save it unfused; fusing is "
+                         "applied when a checkpoint is loaded with fuse_qkv set")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     layers = {name: m.layer_config() for name, m in model.named_modules() if isinstance(m, SDNQLayerMixin)}

@@ -82,7 +82,7 @@ def test_reduce_overhead_needs_cuda_graphs_too():
 def test_regional_cudagraph_is_refused_where_cudagraph_is(offload):
     from harness import compilation
 
-    with pytest.raises(Unsupported, match="compile=cudagraph needs a CUDA device"):
+    with pytest.raises(Unsupported, match="compile=regional-cudagraph needs a CUDA device"):
         compilation.check("regional-cudagraph", torch.device("cpu"), offload)
     if offload != "none":
         with pytest.raises(Unsupported, match=f"offload={offload}"):

@@ -126,3 +126,14 @@ def test_a_denoiser_without_flux_attention_is_unsupported(tiny):
     with pytest.raises(Unsupported, match="FluxAttention"):
         engine.quantize("unet", tiny.make_unet())
     engine.quantize("text_encoder", torch.nn.Sequential(torch.nn.Linear(16, 16)).bfloat16())  # not a denoiser
+
+
+def test_a_model_whose_pipeline_always_masks_is_unsupported():
+    from diffusers import ChromaTransformer2DModel
+
+    model = ChromaTransformer2DModel(num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                                     joint_attention_dim=32, axes_dims_rope=(4, 6, 6), approximator_num_channels=16,
+                                     approximator_hidden_dim=64, approximator_layers=1, in_channels=16,
+                                     patch_size=1).bfloat16()
+    with pytest.raises(Unsupported, match="attention mask"):
+        SDNQ("int8", options={"quantized_attention": "int8"}).quantize("transformer", model)

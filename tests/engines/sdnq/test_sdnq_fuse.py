@@ -81,3 +81,12 @@ def test_models_without_fusable_attention_are_left_alone(tiny):
 def test_fused_projections_refuse_a_lora():
     with pytest.raises(Unsupported, match="fuse_qkv"):
         SDNQ("int8", options={"fuse_qkv": True}).check_lora(False, torch.device("cpu"))
+
+
+def test_a_fused_model_is_not_saved(tiny, tmp_path):
+    from engines.sdnq.serialize import save_quantized
+
+    model = SDNQ("int8", options={"fuse_qkv": True}).quantize("transformer", tiny.make_flux())
+    with pytest.raises(ValueError, match="fused"):
+        save_quantized(model, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
