@@ -46,30 +46,28 @@ def check_replays(engine, dtype):
     assert outs[0].data_ptr() != outs[1].data_ptr()  # copies, not the graph's static output
 
 
-def test_a_cudagraph_cell_runs_and_reports_its_graphs(cli, tmp_path):
-    proc = cli("run.device=cuda", "engine=sdnq", "dtype=int8", "compile=cudagraph", "model=sdxl-tiny",
-               "workload.height=64", "workload.width=64")
+def _graphed_cell(cli, tmp_path, mode: str, *args) -> dict:
+    """The record of an sdnq cell under ``mode`` that ran ok, replaying more calls than it captured."""
+    proc = cli("run.device=cuda", "engine=sdnq", f"compile={mode}", "workload.height=64", "workload.width=64", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = next(json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
                   if "sdnq" in p.parent.name and "reference" not in str(p))
     assert record["status"] == "ok", record["error"]
     report = record["compile_report"]
-    assert report["mode"] == "cudagraph" and report["graphs_captured"] >= 1
+    assert report["mode"] == mode and report["graphs_captured"] >= 1
     assert report["calls_replayed"] > report["graphs_captured"]
+    return record
+
+
+def test_a_cudagraph_cell_runs_and_reports_its_graphs(cli, tmp_path):
+    record = _graphed_cell(cli, tmp_path, "cudagraph", "dtype=int8", "model=sdxl-tiny")
     assert record["quality"]["psnr_db"] is None or record["quality"]["psnr_db"] > 20
 
 
 def test_a_regional_cudagraph_cell_compiles_blocks_and_replays_graphs(cli, tmp_path):
-    proc = cli("run.device=cuda", "engine=sdnq", "dtype=float8_e4m3fn", "engine.options.use_quantized_matmul=true",
-               "engine.options.fuse_qkv=true", "compile=regional-cudagraph", "model=flux-tiny",
-               "workload.height=64", "workload.width=64")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = next(json.loads(p.read_text()) for p in (tmp_path / "outputs").rglob("result.json")
-                  if "sdnq" in p.parent.name and "reference" not in str(p))
-    assert record["status"] == "ok", record["error"]
-    report = record["compile_report"]
-    assert report["mode"] == "regional-cudagraph" and report["blocks"] and report["graphs_captured"] >= 1
-    assert report["calls_replayed"] > report["graphs_captured"]
+    record = _graphed_cell(cli, tmp_path, "regional-cudagraph", "dtype=float8_e4m3fn", "model=flux-tiny",
+                           "engine.options.use_quantized_matmul=true", "engine.options.fuse_qkv=true")
+    assert record["compile_report"]["blocks"]
     assert record["engine_report"]["sdnq"]["components"]["transformer"]["fused_projections"] > 0
 
 
