@@ -67,7 +67,7 @@ echo "== the cells, a fresh process each"
 for c in "${picked[@]}"; do
   read -r -a args <<< "$c"
   start=$(now)
-  HARNESS_STORE="$OUT/cells.sqlite" TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) $PY -m harness "${args[@]}" "${common[@]}" \
+  HARNESS_STORE="$OUT/cells.sqlite" TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) $PY -m harness "${args[@]}" "${common[@]}" run.force=true \
     > "$OUT/cell.txt" 2>&1
   rc=$?
   echo "$c rc=$rc process_wall_s=$($PY -c "print(round($(now) - $start, 2))")" | tee -a "$OUT/cells.txt"
