@@ -6,6 +6,8 @@
 #   source scripts/device_env.sh SHA; build flux-dev; build sdxl
 #   OUT=dir bash scripts/gpu_floors.sh sdxl [MODES]       # MODES default: every compile mode but none
 #   ENGINE=bf16 DTYPE=bf16 bash scripts/gpu_floors.sh ...  # the floor cells alone (a BF16 cell under a mode is its floor)
+#   DEADLINE=epoch-seconds ...                              # each cell's limit: what is left until then, less 60 s
+# Every line the cells print (inductor's autotuning tables included) goes to $OUT/raw.log.gz.
 # Autotuning that outlasts a session: inductor writes each GEMM / convolution it has benchmarked to its local
 # autotune cache at once, so a cell cut short by its time limit keeps what it tuned. The run copies that cache
 # to $OUT/autotune-cache/; AUTOTUNE_SEED=dir (such a copy, carried) starts the next run from it. Records of a
@@ -14,7 +16,7 @@ set -uo pipefail
 # Process start-up is timed: wait for the bytecode device_env.sh compiles in the background, if it does.
 while [[ -n ${PYTHONPYCACHEPREFIX:-} && -f $PYTHONPYCACHEPREFIX/.started && ! -f $PYTHONPYCACHEPREFIX/.ok ]]; do sleep 2; done
 MODEL=${1:?usage: gpu_floors.sh MODEL [modes, e.g. regional,cudagraph]}
-MODES=${2:-regional,cudagraph,default,reduce-overhead,max-autotune}
+MODES=${2:-regional,cudagraph,regional-cudagraph,default,reduce-overhead,max-autotune}
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-outputs/gpu_floors}
 mkdir -p "$OUT"
@@ -23,9 +25,10 @@ while [[ -f /tmp/$MODEL.build.log && ! -f /tmp/$MODEL.done ]]; do sleep 5; done
 start=$(date +%s)
 cache=$(mktemp -d)
 if [[ -n ${AUTOTUNE_SEED:-} ]]; then mkdir -p "$cache/cache" && cp "$AUTOTUNE_SEED"/* "$cache/cache/"; fi
+if [[ -n ${DEADLINE:-} ]]; then CELL_TIMEOUT=$(( DEADLINE - $(date +%s) - 60 )); echo "cell limit ${CELL_TIMEOUT} s"; fi
 TORCHINDUCTOR_CACHE_DIR=$cache "$PYTHON" -m harness -m model="$MODEL" engine="${ENGINE:-sdnq}" dtype="${DTYPE:-int8}" compile="$MODES" \
   workload=quick workload.repeats=3 metrics.save_images=false run.timeout_s=${CELL_TIMEOUT:-900} "${@:3}" \
-  2>&1 | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
+  2>&1 | tee >(gzip > "$OUT/raw.log.gz") | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
 echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
 if compgen -G "$cache/cache/*" > /dev/null; then
   mkdir -p "$OUT/autotune-cache" && cp "$cache"/cache/* "$OUT/autotune-cache/" && ls -l "$OUT/autotune-cache"
