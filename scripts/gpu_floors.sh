@@ -10,7 +10,8 @@
 # Every line the cells print (inductor's autotuning tables included) goes to $OUT/raw.log.gz.
 # Autotuning that outlasts a session: inductor writes each GEMM / convolution it has benchmarked to its local
 # autotune cache at once, so a cell cut short by its time limit keeps what it tuned. The run copies that cache
-# to $OUT/autotune-cache/; AUTOTUNE_SEED=dir (such a copy, carried) starts the next run from it. Records of a
+# to $OUT/autotune-cache/ every 20 s while the cells run (a job cut short by the device budget keeps what was
+# copied) and once at the end; AUTOTUNE_SEED=dir (such a copy, carried) starts the next run from it. Records of a
 # seeded run say the cache was warm (env.compile_cache.files_at_start > 0): their first call is not a cold one.
 set -uo pipefail
 # Process start-up is timed: wait for the bytecode device_env.sh compiles in the background, if it does.
@@ -26,11 +27,13 @@ start=$(date +%s)
 cache=$(mktemp -d)
 if [[ -n ${AUTOTUNE_SEED:-} ]]; then mkdir -p "$cache/cache" && cp "$AUTOTUNE_SEED"/* "$cache/cache/"; fi
 if [[ -n ${DEADLINE:-} ]]; then CELL_TIMEOUT=$(( DEADLINE - $(date +%s) - 60 )); echo "cell limit ${CELL_TIMEOUT} s"; fi
+save_autotune() { if compgen -G "$cache/cache/*" > /dev/null; then mkdir -p "$OUT/autotune-cache" && cp "$cache"/cache/* "$OUT/autotune-cache/"; fi; }
+( while sleep 20; do save_autotune; done ) &
+saver=$!
 TORCHINDUCTOR_CACHE_DIR=$cache "$PYTHON" -m harness -m model="$MODEL" engine="${ENGINE:-sdnq}" dtype="${DTYPE:-int8}" compile="$MODES" \
   workload=quick workload.repeats=3 metrics.save_images=false run.timeout_s=${CELL_TIMEOUT:-900} "${@:3}" \
-  2>&1 | tee >(gzip > "$OUT/raw.log.gz") | grep -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
+  2>&1 | tee >(gzip > "$OUT/raw.log.gz") | grep --line-buffered -E "^\[(ok|unsupported|error|oom|timeout|crashed)\]|^sweep|^  \[|noise floor|rror" | tee -a "$OUT/cells.txt"
 echo "sweep rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - start ))" | tee -a "$OUT/cells.txt"
-if compgen -G "$cache/cache/*" > /dev/null; then
-  mkdir -p "$OUT/autotune-cache" && cp "$cache"/cache/* "$OUT/autotune-cache/" && ls -l "$OUT/autotune-cache"
-fi
+kill "$saver" 2> /dev/null; wait "$saver" 2> /dev/null
+save_autotune && ls -l "$OUT/autotune-cache" 2> /dev/null
 "$PYTHON" -m reports --store "$HARNESS_STORE" --out "$OUT" > "$OUT/reports.txt" 2>&1 || tail -5 "$OUT/reports.txt"
